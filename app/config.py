@@ -1,0 +1,54 @@
+"""One settings object, read from the environment (and an optional .env file)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept postgres://, postgresql:// and postgresql+asyncpg://; always hand SQLAlchemy the asyncpg one."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgres://, postgresql:// or postgresql+asyncpg:// URL")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/credit",
+        description="PostgreSQL URL; postgres:// and postgresql:// are accepted and normalised.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    # Connection budget: web_concurrency x (db_pool_size + db_max_overflow) + worker pool < max_connections.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)
+    db_statement_timeout_ms: int = Field(default=10_000, ge=0)
+    db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    web_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    api_keys: str = Field(default="", description="Comma-separated API keys; empty = open access.")
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    max_body_bytes: int = 64 * 1024
+    ingestion_batch_rows: int = Field(default=5_000, ge=1)
+    ingestion_job_timeout_s: int = Field(default=3_600, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return normalise_database_url(value)
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

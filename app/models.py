@@ -1,0 +1,100 @@
+"""The tables. Their names and columns are a contract: operators query them directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MONEY = Numeric(14, 2)
+RATE = Numeric(5, 2)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        CheckConstraint("age IS NULL OR age BETWEEN 0 AND 150", name="age_range"),
+        CheckConstraint("phone_number > 0", name="phone_positive"),
+        CheckConstraint("monthly_salary >= 0", name="salary_non_negative"),
+        CheckConstraint("approved_limit >= 0", name="limit_non_negative"),
+    )
+
+    customer_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    age: Mapped[int | None] = mapped_column(SmallInteger)
+    phone_number: Mapped[int] = mapped_column(BigInteger, unique=True)
+    monthly_salary: Mapped[Decimal] = mapped_column(MONEY)
+    approved_limit: Mapped[Decimal] = mapped_column(MONEY)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Loan(Base):
+    __tablename__ = "loans"
+    __table_args__ = (
+        UniqueConstraint("customer_id", "source_loan_id", name="uq_loans_customer_source_loan"),
+        CheckConstraint("loan_amount > 0", name="amount_positive"),
+        CheckConstraint("tenure > 0", name="tenure_positive"),
+        CheckConstraint("interest_rate >= 0", name="rate_non_negative"),
+        CheckConstraint("monthly_installment >= 0", name="installment_non_negative"),
+        CheckConstraint("emis_paid_on_time BETWEEN 0 AND tenure", name="emis_paid_within_tenure"),
+        CheckConstraint("end_date >= start_date", name="end_after_start"),
+        # Every hot read starts from one customer: the eligibility aggregates and view-loans are
+        # answered from this index alone (index-only scans), whatever the size of the loan book.
+        Index(
+            "ix_loans_customer_id_end_date",
+            "customer_id",
+            "end_date",
+            postgresql_include=[
+                "loan_amount",
+                "monthly_installment",
+                "tenure",
+                "emis_paid_on_time",
+                "start_date",
+                "interest_rate",
+            ],
+        ),
+    )
+
+    loan_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.customer_id", ondelete="RESTRICT")
+    )
+    source_loan_id: Mapped[int | None] = mapped_column(BigInteger)
+    loan_amount: Mapped[Decimal] = mapped_column(MONEY)
+    tenure: Mapped[int] = mapped_column(Integer)
+    interest_rate: Mapped[Decimal] = mapped_column(RATE)
+    monthly_installment: Mapped[Decimal] = mapped_column(MONEY)
+    emis_paid_on_time: Mapped[int] = mapped_column(Integer, server_default="0")
+    start_date: Mapped[dt.date] = mapped_column(Date)
+    end_date: Mapped[dt.date] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

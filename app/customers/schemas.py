@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, field_validator
+
+from app.schemas import CustomerId, Money
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+MIN_PHONE, MAX_PHONE = 1_000_000_000, 9_999_999_999
+# 36 x income must still fit NUMERIC(14,2); ten billion a month is far beyond any real salary.
+MAX_INCOME = Decimal("10000000000")
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "first_name": "Asha",
+                    "last_name": "Rao",
+                    "age": 31,
+                    "monthly_income": 62500,
+                    "phone_number": 9876543210,
+                }
+            ]
+        },
+    )
+
+    first_name: Name = Field(description="Given name, 1-100 characters.")
+    last_name: Name = Field(description="Family name, 1-100 characters.")
+    age: Annotated[int, Strict()] = Field(ge=18, le=120, description="Age in years (18-120).")
+    monthly_income: Decimal = Field(
+        gt=0,
+        le=MAX_INCOME,
+        max_digits=13,
+        decimal_places=2,
+        description="Monthly income, a currency amount with at most 2 decimals.",
+    )
+    phone_number: int = Field(
+        description="10-digit phone number, as a number or a digit string; answered as a number.",
+        json_schema_extra={"minimum": MIN_PHONE, "maximum": MAX_PHONE},
+    )
+
+    @field_validator("phone_number", mode="before")
+    @classmethod
+    def _ten_digits(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("phone_number must be a 10-digit number or digit string")
+        text = value.strip() if isinstance(value, str) else str(value)
+        if not (text.isascii() and text.isdigit() and len(text) == 10 and text[0] != "0"):
+            raise ValueError("phone_number must have exactly 10 digits and not start with 0")
+        return int(text)
+
+
+class CustomerOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": 301,
+                    "name": "Asha Rao",
+                    "first_name": "Asha",
+                    "last_name": "Rao",
+                    "age": 31,
+                    "monthly_income": 62500.0,
+                    "approved_limit": 2300000.0,
+                    "phone_number": 9876543210,
+                }
+            ]
+        }
+    )
+
+    customer_id: CustomerId
+    name: str = Field(description="First and last name.")
+    first_name: str
+    last_name: str
+    age: int | None = Field(description="Age in years; null for some ingested customers.")
+    monthly_income: Money = Field(description="Monthly income, currency amount.")
+    approved_limit: Money = Field(
+        description="Credit limit: 36 x monthly income, rounded half-up to the nearest 100,000."
+    )
+    phone_number: int = Field(description="10-digit phone number.")

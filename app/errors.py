@@ -1,0 +1,199 @@
+"""Domain errors and the one place that renders every error as RFC 9457 problem+json.
+
+Services raise these; they never know about HTTP. Routers never catch them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://credit-approval.dev/problems/"
+
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Base of every error a service may raise; `status` and `code` decide the problem document."""
+
+    status: int = 400
+    code: str = "bad-request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class NotFound(DomainError):
+    status, code, title = 404, "not-found", "Resource not found"
+
+
+class Conflict(DomainError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class InvalidRequest(DomainError):
+    status, code, title = 422, "invalid-request", "Invalid request"
+
+
+class Unauthorized(DomainError):
+    status, code, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class PayloadTooLarge(DomainError):
+    status, code, title = 413, "payload-too-large", "Request body too large"
+
+
+class ServiceUnavailable(DomainError):
+    status, code, title = 503, "service-unavailable", "Service unavailable"
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the offending field, e.g. `body.loan_amount`.")
+    message: str
+    type: str = Field(description="Machine-readable error type.")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = Field(examples=[PROBLEM_BASE + "not-found"])
+    title: str = Field(examples=["Resource not found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(examples=["Customer 42 does not exist."])
+    instance: str | None = Field(default=None, examples=["/api/view-loans/42"])
+    request_id: str | None = Field(default=None, description="Echo of the X-Request-ID of the request.")
+    errors: list[FieldError] | None = Field(default=None, description="Per-field errors of a 422.")
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+    }
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    body.update({key: value for key, value in extensions.items() if value is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return problem_response(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        headers=headers,
+        **exc.extensions,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field_path(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    fields = ", ".join(sorted({error["field"] for error in errors}))
+    return problem_response(
+        request,
+        status=422,
+        code="validation-error",
+        title="Request validation failed",
+        detail=f"Invalid value for: {fields}" if fields else "The request is invalid.",
+        errors=errors,
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
+        exc.status_code, "http-error"
+    )
+    return problem_response(
+        request,
+        status=exc.status_code,
+        code=code,
+        title=str(exc.detail) if exc.status_code != 404 else "Not found",
+        detail=str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("database unavailable: %s", type(exc).__name__)
+    return problem_response(
+        request,
+        status=503,
+        code="service-unavailable",
+        title="Service unavailable",
+        detail="The database is unavailable; retry later.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return problem_response(
+        request,
+        status=500,
+        code="internal-error",
+        title="Internal server error",
+        detail="An unexpected error occurred.",
+    )
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True for failures to reach the database (as opposed to errors in a statement)."""
+    if isinstance(exc, (OSError, PoolTimeoutError, InterfaceError)):
+        return True
+    if isinstance(exc, (OperationalError, DBAPIError)):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, OSError | InterfaceError)
+    return False
+
+
+async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_connection_error(exc):
+        return await _database_unavailable(request, exc)
+    return await _unexpected_error(request, exc)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _dbapi_error)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)

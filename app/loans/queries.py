@@ -1,0 +1,149 @@
+"""All SQL about loans. Each function is one statement (one round trip)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import Row, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credit.policy import CreditProfile
+from app.models import Customer, Loan
+
+# Months elapsed exactly as the policy counts them (PostgreSQL age(): whole calendar months).
+_ELAPSED = """greatest(0, (extract(year from age(:today, l.start_date)) * 12
+                   + extract(month from age(:today, l.start_date)))::int)"""
+
+# The customer and every aggregate the credit policy needs, in a single statement. The loans side is
+# answered from ix_loans_customer_id_end_date (an index-only scan over one customer's loans).
+PROFILE_SQL = text(f"""
+SELECT c.monthly_salary,
+       c.approved_limit,
+       coalesce(sum(l.loan_amount) FILTER (WHERE l.end_date >= :today), 0) AS current_debt,
+       coalesce(sum(l.monthly_installment) FILTER (WHERE l.end_date >= :today), 0) AS current_emis,
+       coalesce(sum(least(l.tenure, {_ELAPSED})), 0)::bigint AS emis_due,
+       coalesce(sum(least(l.emis_paid_on_time, l.tenure, {_ELAPSED})), 0)::bigint AS emis_paid_due,
+       count(l.customer_id) FILTER (WHERE l.end_date < :today) AS closed_loans,
+       count(l.customer_id) FILTER (WHERE l.start_date >= :year_start AND l.start_date < :next_year)
+           AS loans_this_year
+FROM customers c
+LEFT JOIN loans l ON l.customer_id = c.customer_id
+WHERE c.customer_id = :customer_id
+GROUP BY c.customer_id
+""")
+
+
+async def credit_profile(session: AsyncSession, customer_id: int, today: dt.date) -> CreditProfile | None:
+    row = (
+        await session.execute(
+            PROFILE_SQL,
+            {
+                "customer_id": customer_id,
+                "today": today,
+                "year_start": dt.date(today.year, 1, 1),
+                "next_year": dt.date(today.year + 1, 1, 1),
+            },
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return CreditProfile(
+        approved_limit=row.approved_limit,
+        monthly_salary=row.monthly_salary,
+        current_debt=row.current_debt,
+        current_emis=row.current_emis,
+        emis_due=int(row.emis_due),
+        emis_paid_due=int(row.emis_paid_due),
+        closed_loans=int(row.closed_loans),
+        loans_this_year=int(row.loans_this_year),
+    )
+
+
+async def lock_customer(session: AsyncSession, customer_id: int) -> bool:
+    """Lock the customer's row until the transaction ends; False when there is no such customer.
+
+    A separate statement on purpose: under READ COMMITTED the next statement takes a fresh snapshot,
+    so the loans read after the lock include any loan a concurrent request committed while we waited.
+    """
+    statement = select(Customer.customer_id).where(Customer.customer_id == customer_id).with_for_update()
+    return (await session.execute(statement)).first() is not None
+
+
+async def insert_loan(
+    session: AsyncSession,
+    *,
+    customer_id: int,
+    loan_amount: Decimal,
+    tenure: int,
+    interest_rate: Decimal,
+    monthly_installment: Decimal,
+    start_date: dt.date,
+    end_date: dt.date,
+) -> int:
+    statement = (
+        insert(Loan)
+        .values(
+            customer_id=customer_id,
+            loan_amount=loan_amount,
+            tenure=tenure,
+            interest_rate=interest_rate,
+            monthly_installment=monthly_installment,
+            emis_paid_on_time=0,
+            start_date=start_date,
+            end_date=end_date,
+        )
+        .returning(Loan.loan_id)
+    )
+    return (await session.execute(statement)).scalar_one()
+
+
+async def loan_with_customer(session: AsyncSession, loan_id: int) -> Row | None:
+    statement = (
+        select(
+            Loan.loan_id,
+            Loan.loan_amount,
+            Loan.interest_rate,
+            Loan.monthly_installment,
+            Loan.tenure,
+            Customer.customer_id,
+            Customer.first_name,
+            Customer.last_name,
+            Customer.phone_number,
+            Customer.age,
+        )
+        .join(Customer, Customer.customer_id == Loan.customer_id)
+        .where(Loan.loan_id == loan_id)
+    )
+    return (await session.execute(statement)).one_or_none()
+
+
+async def customer_loans(
+    session: AsyncSession, customer_id: int, today: dt.date, *, current: bool | None
+) -> list[Row]:
+    """The customer's loans (current, closed or all), in one statement.
+
+    An unknown customer gives no rows; a known one with no matching loans gives a single row whose
+    loan columns are NULL, so the caller can tell the two apart without a second query.
+    """
+    join_on = Loan.customer_id == Customer.customer_id
+    if current is True:
+        join_on &= Loan.end_date >= today
+    elif current is False:
+        join_on &= Loan.end_date < today
+    statement = (
+        select(
+            Customer.customer_id,
+            Loan.loan_id,
+            Loan.loan_amount,
+            Loan.interest_rate,
+            Loan.monthly_installment,
+            Loan.tenure,
+            Loan.start_date,
+        )
+        .select_from(Customer)
+        .outerjoin(Loan, join_on)
+        .where(Customer.customer_id == customer_id)
+        .order_by(Loan.loan_id)
+    )
+    return list((await session.execute(statement)).all())

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
+
+from app.deps import SessionDep, TodayDep
+from app.loans import service
+from app.loans.schemas import (
+    CreateLoanOut,
+    EligibilityOut,
+    LoanDetailOut,
+    LoanRequestIn,
+    LoanStatus,
+    LoanSummaryOut,
+)
+from app.responses import problem_responses
+from app.schemas import MAX_ID
+
+router = APIRouter(prefix="/api")
+
+PathLoanId = Annotated[int, Path(ge=1, le=MAX_ID, description="Loan identifier.", examples=[1001])]
+PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer identifier.", examples=[42])]
+
+
+@router.post(
+    "/check-eligibility",
+    tags=["eligibility"],
+    operation_id="checkEligibility",
+    summary="Check loan eligibility",
+    description="Scores the customer from their loan history and decides whether a loan on these terms "
+    "would be approved, at which corrected rate and installment. Nothing is stored.",
+    responses=problem_responses(404, 422),
+)
+@router.post("/check-eligibility/", include_in_schema=False)
+async def check_eligibility(data: LoanRequestIn, session: SessionDep, today: TodayDep) -> EligibilityOut:
+    return await service.check_eligibility(session, data, today)
+
+
+@router.post(
+    "/create-loan",
+    tags=["loans"],
+    operation_id="createLoan",
+    summary="Create a loan",
+    status_code=status.HTTP_201_CREATED,
+    description="Decides exactly as check-eligibility does and, when approved, stores the loan at the "
+    "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason.",
+    responses={
+        200: {"model": CreateLoanOut, "description": "Not approved: nothing was stored."},
+        **problem_responses(404, 422),
+    },
+)
+@router.post("/create-loan/", status_code=status.HTTP_201_CREATED, include_in_schema=False)
+async def create_loan(
+    data: LoanRequestIn, session: SessionDep, today: TodayDep, response: Response
+) -> CreateLoanOut:
+    result = await service.create_loan(session, data, today)
+    if not result.loan_approved:
+        response.status_code = status.HTTP_200_OK
+    return result
+
+
+@router.get(
+    "/view-loan/{loan_id}",
+    tags=["loans"],
+    operation_id="getLoan",
+    summary="View a loan",
+    responses=problem_responses(404, 422),
+)
+@router.get("/view-loan/{loan_id}/", include_in_schema=False)
+async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
+    return await service.get_loan(session, loan_id)
+
+
+@router.get(
+    "/view-loans/{customer_id}",
+    tags=["loans"],
+    operation_id="listCustomerLoans",
+    summary="List a customer's loans",
+    description="The customer's current loans (end date today or later) by default; "
+    "`status=closed` or `status=all` for the others. An existing customer with no loans gives [].",
+    responses=problem_responses(404, 422),
+)
+@router.get("/view-loans/{customer_id}/", include_in_schema=False)
+async def view_loans(
+    customer_id: PathCustomerId,
+    session: SessionDep,
+    today: TodayDep,
+    status: Annotated[LoanStatus, Query(description="Which loans to list.")] = LoanStatus.current,
+) -> list[LoanSummaryOut]:
+    return await service.list_loans(session, customer_id, status, today)

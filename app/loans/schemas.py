@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
+
+from app.credit.policy import Reason
+from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, Rate
+
+LOAN_REQUEST_EXAMPLE = {"customer_id": 42, "loan_amount": 200000, "interest_rate": 10.5, "tenure": 24}
+
+
+class LoanRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [LOAN_REQUEST_EXAMPLE]})
+
+    customer_id: CustomerId
+    loan_amount: Decimal = Field(
+        gt=0,
+        le=MAX_MONEY,
+        max_digits=14,
+        decimal_places=2,
+        description="Principal requested, a currency amount (> 0, at most 2 decimals).",
+        examples=[200000],
+    )
+    interest_rate: Decimal = Field(
+        ge=0,
+        le=100,
+        max_digits=5,
+        decimal_places=2,
+        description="Requested interest rate in % per year (0-100).",
+        examples=[10.5],
+    )
+    tenure: Annotated[int, Strict()] = Field(
+        ge=1, le=600, description="Duration in months (1-600).", examples=[24]
+    )
+
+
+class ScoreBreakdownOut(BaseModel):
+    payment_history: Rate = Field(description="Points for EMIs paid on time, out of 35.")
+    utilisation: Rate = Field(description="Points for unused approved limit, out of 30.")
+    track_record: Rate = Field(description="Points for closed loans (up to 5), out of 15.")
+    recent_activity: Rate = Field(description="Points for few loans started this year, out of 20.")
+
+
+class EligibilityOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer_id": 42,
+                    "approval": True,
+                    "interest_rate": 10.5,
+                    "corrected_interest_rate": 12.0,
+                    "tenure": 24,
+                    "monthly_installment": 9414.69,
+                    "credit_score": 44,
+                    "reasons": ["rate_corrected"],
+                    "score_breakdown": {
+                        "payment_history": 35.0,
+                        "utilisation": 9.0,
+                        "track_record": 0.0,
+                        "recent_activity": 0.0,
+                    },
+                }
+            ]
+        }
+    )
+
+    customer_id: CustomerId
+    approval: bool = Field(description="Whether a loan on these terms would be approved.")
+    interest_rate: Rate = Field(description="The requested rate, % per year.")
+    corrected_interest_rate: Rate | None = Field(
+        description="The rate the loan would carry (% per year): the requested rate raised to the "
+        "floor of the customer's credit-score slab; null when the score rejects the loan outright."
+    )
+    tenure: int = Field(description="Duration in months.")
+    monthly_installment: Money | None = Field(
+        description="Monthly installment at the corrected rate, a currency amount; null when no rate applies."
+    )
+    credit_score: int = Field(ge=0, le=100, description="Credit score, 0-100.")
+    reasons: list[Reason] = Field(description="Machine-readable reasons for the decision.")
+    score_breakdown: ScoreBreakdownOut = Field(description="The score's four components.")
+
+
+class CreateLoanOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loan_id": 1001,
+                    "customer_id": 42,
+                    "loan_approved": True,
+                    "message": "Loan approved at 12.00% per year.",
+                    "monthly_installment": 9414.69,
+                    "reasons": ["rate_corrected"],
+                }
+            ]
+        }
+    )
+
+    loan_id: LoanId | None = Field(description="Identifier of the new loan; null when not approved.")
+    customer_id: CustomerId
+    loan_approved: bool
+    message: str = Field(description="Why the loan was approved or rejected, for people.")
+    monthly_installment: Money | None = Field(
+        description="Monthly installment of the new loan, a currency amount; null when not approved."
+    )
+    reasons: list[Reason] = Field(description="Machine-readable reasons for the decision.")
+
+
+class LoanCustomerOut(BaseModel):
+    id: CustomerId
+    first_name: str
+    last_name: str
+    phone_number: int
+    age: int | None
+
+
+class LoanDetailOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loan_id": 1001,
+                    "customer": {
+                        "id": 42,
+                        "first_name": "Asha",
+                        "last_name": "Rao",
+                        "phone_number": 9876543210,
+                        "age": 31,
+                    },
+                    "loan_amount": 200000.0,
+                    "interest_rate": 12.0,
+                    "monthly_installment": 9414.69,
+                    "tenure": 24,
+                }
+            ]
+        }
+    )
+
+    loan_id: LoanId
+    customer: LoanCustomerOut
+    loan_amount: Money = Field(description="Principal, a currency amount.")
+    interest_rate: Rate = Field(description="Interest rate, % per year.")
+    monthly_installment: Money = Field(description="Monthly installment, a currency amount.")
+    tenure: int = Field(description="Duration in months.")
+
+
+class LoanSummaryOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "loan_id": 1001,
+                    "loan_amount": 200000.0,
+                    "interest_rate": 12.0,
+                    "monthly_installment": 9414.69,
+                    "repayments_left": 20,
+                }
+            ]
+        }
+    )
+
+    loan_id: LoanId
+    loan_amount: Money = Field(description="Principal, a currency amount.")
+    interest_rate: Rate = Field(description="Interest rate, % per year.")
+    monthly_installment: Money = Field(description="Monthly installment, a currency amount.")
+    repayments_left: int = Field(ge=0, description="EMIs not yet due: tenure minus months elapsed.")
+
+
+class LoanStatus(StrEnum):
+    current = "current"
+    closed = "closed"
+    all = "all"

@@ -1,0 +1,138 @@
+"""Loan rules: eligibility, creation and reads. Decisions come from the pure credit policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.credit import policy
+from app.credit.policy import CreditProfile, Decision, LoanRequest
+from app.errors import NotFound
+from app.loans import queries
+from app.loans.schemas import (
+    CreateLoanOut,
+    EligibilityOut,
+    LoanCustomerOut,
+    LoanDetailOut,
+    LoanRequestIn,
+    LoanStatus,
+    LoanSummaryOut,
+    ScoreBreakdownOut,
+)
+
+
+def _customer_not_found(customer_id: int) -> NotFound:
+    return NotFound(f"Customer {customer_id} does not exist.", field="customer_id")
+
+
+def _policy_request(data: LoanRequestIn) -> LoanRequest:
+    return LoanRequest(loan_amount=data.loan_amount, interest_rate=data.interest_rate, tenure=data.tenure)
+
+
+def _eligibility(customer_id: int, data: LoanRequestIn, decision: Decision) -> EligibilityOut:
+    breakdown = decision.breakdown
+    return EligibilityOut(
+        customer_id=customer_id,
+        approval=decision.approved,
+        interest_rate=decision.interest_rate,
+        corrected_interest_rate=decision.corrected_interest_rate,
+        tenure=data.tenure,
+        monthly_installment=decision.monthly_installment,
+        credit_score=decision.credit_score,
+        reasons=list(decision.reasons),
+        score_breakdown=ScoreBreakdownOut(
+            payment_history=breakdown.payment_history,
+            utilisation=breakdown.utilisation,
+            track_record=breakdown.track_record,
+            recent_activity=breakdown.recent_activity,
+        ),
+    )
+
+
+async def check_eligibility(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> EligibilityOut:
+    profile = await queries.credit_profile(session, data.customer_id, today)
+    if profile is None:
+        raise _customer_not_found(data.customer_id)
+    return _eligibility(data.customer_id, data, policy.decide(profile, _policy_request(data)))
+
+
+async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> CreateLoanOut:
+    # Serialise decisions per customer: the row lock is held until the request's transaction ends,
+    # so concurrent requests for one customer decide one after another on fresh data.
+    if not await queries.lock_customer(session, data.customer_id):
+        raise _customer_not_found(data.customer_id)
+    profile: CreditProfile | None = await queries.credit_profile(session, data.customer_id, today)
+    assert profile is not None  # the row is locked: it cannot have disappeared
+    decision = policy.decide(profile, _policy_request(data))
+    message = policy.describe(decision)
+    if not decision.approved:
+        return CreateLoanOut(
+            loan_id=None,
+            customer_id=data.customer_id,
+            loan_approved=False,
+            message=message,
+            monthly_installment=None,
+            reasons=list(decision.reasons),
+        )
+    assert decision.corrected_interest_rate is not None and decision.monthly_installment is not None
+    loan_id = await queries.insert_loan(
+        session,
+        customer_id=data.customer_id,
+        loan_amount=data.loan_amount,
+        tenure=data.tenure,
+        interest_rate=decision.corrected_interest_rate,
+        monthly_installment=decision.monthly_installment,
+        start_date=today,
+        end_date=policy.add_months(today, data.tenure),
+    )
+    return CreateLoanOut(
+        loan_id=loan_id,
+        customer_id=data.customer_id,
+        loan_approved=True,
+        message=message,
+        monthly_installment=decision.monthly_installment,
+        reasons=list(decision.reasons),
+    )
+
+
+async def get_loan(session: AsyncSession, loan_id: int) -> LoanDetailOut:
+    row = await queries.loan_with_customer(session, loan_id)
+    if row is None:
+        raise NotFound(f"Loan {loan_id} does not exist.", field="loan_id")
+    return LoanDetailOut(
+        loan_id=row.loan_id,
+        customer=LoanCustomerOut(
+            id=row.customer_id,
+            first_name=row.first_name,
+            last_name=row.last_name,
+            phone_number=row.phone_number,
+            age=row.age,
+        ),
+        loan_amount=row.loan_amount,
+        interest_rate=row.interest_rate,
+        monthly_installment=row.monthly_installment,
+        tenure=row.tenure,
+    )
+
+
+_STATUS_FILTER = {LoanStatus.current: True, LoanStatus.closed: False, LoanStatus.all: None}
+
+
+async def list_loans(
+    session: AsyncSession, customer_id: int, status: LoanStatus, today: dt.date
+) -> list[LoanSummaryOut]:
+    rows = await queries.customer_loans(session, customer_id, today, current=_STATUS_FILTER[status])
+    if not rows:
+        raise _customer_not_found(customer_id)
+    return [
+        LoanSummaryOut(
+            loan_id=row.loan_id,
+            loan_amount=row.loan_amount,
+            interest_rate=row.interest_rate,
+            monthly_installment=row.monthly_installment,
+            repayments_left=row.tenure - min(row.tenure, policy.months_elapsed(row.start_date, today)),
+        )
+        for row in rows
+        if row.loan_id is not None
+    ]

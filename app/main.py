@@ -1,0 +1,70 @@
+"""The ASGI application: `app.main:app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from arq import create_pool
+from arq.connections import RedisSettings
+from fastapi import FastAPI
+
+from app.clock import utc_now
+from app.config import Settings, get_settings
+from app.customers.router import router as customers_router
+from app.db import create_engine, create_sessionmaker
+from app.errors import FieldError, Problem, install_error_handlers
+from app.loans.router import router as loans_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.redis = await create_pool(
+            RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.arq_queue_name
+        )
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Credit Approval Service",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.clock = utc_now
+    install_error_handlers(app)
+    app.include_router(customers_router)
+    app.include_router(loans_router)
+    _declare_problem_schema(app)
+    return app
+
+
+def _declare_problem_schema(app: FastAPI) -> None:
+    """Routes reference #/components/schemas/Problem for their problem+json errors; define it once."""
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build_openapi()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (Problem, FieldError):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                schema.pop("$defs", None)
+                schemas[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+app = create_app()

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
         description="PostgreSQL URL; postgres:// and postgresql:// are accepted and normalised.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    arq_queue_name: str = Field(default="credit-approval:queue", description="ARQ queue in Redis.")
     # Connection budget: web_concurrency x (db_pool_size + db_max_overflow) + worker pool < max_connections.
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=5, ge=0)

@@ -1,0 +1,153 @@
+"""Round trips per request: each hot endpoint must keep to the statements it needs, and no more.
+
+Counts every statement sent to PostgreSQL while a request is served (SQLAlchemy's
+``before_cursor_execute`` on the engine the test connection belongs to). Savepoints are the test
+harness's own (sessions join the test's outer transaction through them) and are not counted.
+A failure here means a request grew a query: an N+1, a lazy load, a second read of the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+pytestmark = pytest.mark.asyncio
+
+_HARNESS_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+
+
+class StatementLog:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+    def __str__(self) -> str:
+        return "\n---\n".join(self.statements) or "(no statements)"
+
+
+@contextmanager
+def counting(connection: AsyncConnection) -> Iterator[StatementLog]:
+    """Record the statements the application sends through `connection`'s engine inside the block."""
+    engine = connection.engine.sync_engine
+    log = StatementLog()
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(_HARNESS_PREFIXES):
+            log.statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield log
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def _loan_for(client: AsyncClient, customer_id: int) -> int:
+    response = await client.post(
+        "/api/create-loan",
+        json={"customer_id": customer_id, "loan_amount": 10_000, "interest_rate": 14, "tenure": 12},
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["loan_id"])
+
+
+async def test_check_eligibility_is_one_statement(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=100_000)
+    await _loan_for(client, customer["customer_id"])
+    body = {"customer_id": customer["customer_id"], "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
+
+    with counting(connection) as log:
+        response = await client.post("/api/check-eligibility", json=body)
+
+    assert response.status_code == 200, response.text
+    assert len(log) == 1, str(log)
+
+
+async def test_unknown_customer_eligibility_is_one_statement(
+    client: AsyncClient, connection: AsyncConnection
+) -> None:
+    body = {"customer_id": 2**62, "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
+    with counting(connection) as log:
+        response = await client.post("/api/check-eligibility", json=body)
+    assert response.status_code == 404, response.text
+    assert len(log) == 1, str(log)
+
+
+async def test_view_loan_is_one_statement(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=100_000)
+    loan_id = await _loan_for(client, customer["customer_id"])
+
+    with counting(connection) as log:
+        response = await client.get(f"/api/view-loan/{loan_id}")
+
+    assert response.status_code == 200, response.text
+    assert len(log) == 1, str(log)
+
+
+@pytest.mark.parametrize("status", ["current", "closed", "all"])
+async def test_view_loans_is_one_statement_whatever_the_loan_count(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any], status: str
+) -> None:
+    customer = await make_customer(monthly_income=200_000)
+    for _ in range(3):
+        await _loan_for(client, customer["customer_id"])
+
+    with counting(connection) as log:
+        response = await client.get(f"/api/view-loans/{customer['customer_id']}", params={"status": status})
+
+    assert response.status_code == 200, response.text
+    assert len(log) == 1, str(log)
+
+
+async def test_register_is_one_statement(client: AsyncClient, connection: AsyncConnection) -> None:
+    body = {
+        "first_name": "Asha",
+        "last_name": "Rao",
+        "age": 30,
+        "monthly_income": 50_000,
+        "phone_number": 7_123_456_789,
+    }
+    with counting(connection) as log:
+        response = await client.post("/api/register", json=body)
+    assert response.status_code == 201, response.text
+    assert len(log) == 1, str(log)
+
+
+async def test_create_loan_is_lock_read_insert(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=100_000)
+    await _loan_for(client, customer["customer_id"])
+    body = {"customer_id": customer["customer_id"], "loan_amount": 10_000, "interest_rate": 14, "tenure": 12}
+
+    with counting(connection) as log:
+        response = await client.post("/api/create-loan", json=body)
+
+    assert response.status_code == 201, response.text
+    assert len(log) <= 3, str(log)
+
+
+async def test_rejected_create_loan_does_not_insert(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=30_000)
+    body = {"customer_id": customer["customer_id"], "loan_amount": 10**11, "interest_rate": 14, "tenure": 12}
+
+    with counting(connection) as log:
+        response = await client.post("/api/create-loan", json=body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["loan_approved"] is False
+    assert len(log) <= 2, str(log)

@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# Production image: the API (default CMD), the ARQ worker and the migrations all run from it.
+# Dev-only files (tests, bench, app/devstack.py, the [dev] extra) stay out; see .dockerignore.
+
+FROM python:3.11-slim AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+# Runtime dependencies only (never the [dev] extra), in a layer that is rebuilt only when pyproject.toml changes.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+# The project itself, without dependencies: gives the venv the `credit-approval` console script.
+COPY README.md* ./
+COPY app ./app
+RUN pip install --no-deps .
+
+FROM python:3.11-slim AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    WEB_CONCURRENCY=2
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+# Code stays root-owned: the service user can read it, not change it.
+COPY alembic.ini worker.py ./
+COPY migrations ./migrations
+COPY app ./app
+USER app
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+# Shell form through `exec` so uvicorn is PID 1 (gets SIGTERM) and WEB_CONCURRENCY is read at start.
+CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY:-2}"]

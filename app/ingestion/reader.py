@@ -1,0 +1,608 @@
+"""Streamed, header-normalised, validated rows from the lender's workbooks.
+
+openpyxl reads in read-only mode, row by row: a sheet is never loaded whole and never sized by its
+recorded dimension (exports often carry a wrong one, and trailing formatted-but-empty rows). Headers are
+matched by normalised name, so `Customer ID`, `Customer Id` and `customer_id` are one column. Every row
+becomes either a typed tuple ready for COPY or one or more `RowError`s naming sheet, row, column and reason.
+
+Everything here is synchronous and CPU-bound: the job runs it in a thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple, Self
+
+from openpyxl import load_workbook
+from openpyxl.utils.datetime import from_excel
+
+MAX_REPORTED_ERRORS = 100
+"""Row errors kept in full; beyond this the report only counts them."""
+
+_BIGINT_MAX = 2**63 - 1
+_INT_MAX = 2**31 - 1
+_MONEY_LIMIT = Decimal(10) ** 12  # NUMERIC(14, 2)
+_MONEY_INT_LIMIT = 10**12
+_RATE_LIMIT = Decimal(1000)  # NUMERIC(5, 2)
+_CENT = Decimal("0.01")
+_RATE_CACHE_SIZE = 100_000
+_rate_cache: dict[float, Decimal] = {}
+_LAKH = Decimal(100_000)
+_EXCEL_MAX_SERIAL = 2_958_465  # 9999-12-31
+_NAME_MAX = 100
+
+
+class WorkbookError(Exception):
+    """The file as a whole cannot be ingested: unreadable, empty, or a required column is missing."""
+
+
+class RowError(NamedTuple):
+    sheet: str
+    row: int
+    column: str
+    reason: str
+    value: str | None
+
+
+class CustomerRow(NamedTuple):
+    """One valid customer row, in the staging table's column order."""
+
+    row_number: int
+    customer_id: int
+    first_name: str
+    last_name: str
+    age: int | None
+    phone_number: int
+    monthly_salary: Decimal
+    approved_limit: Decimal
+
+
+class LoanRow(NamedTuple):
+    """One valid loan row, in the staging table's column order."""
+
+    row_number: int
+    customer_id: int
+    source_loan_id: int
+    loan_amount: Decimal
+    tenure: int
+    interest_rate: Decimal
+    monthly_installment: Decimal
+    emis_paid_on_time: int
+    start_date: dt.date
+    end_date: dt.date
+
+
+class Invalid(ValueError):
+    """A cell's value cannot be used; the message is the reason shown in the report."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Cell parsers: each takes a raw openpyxl value (and the workbook's date epoch) and returns the typed
+# value or raises Invalid. The common type is checked first: they run once per cell of a million rows.
+
+
+def _missing() -> Invalid:
+    return Invalid("missing value")
+
+
+def _whole(value: Any) -> int:
+    kind = type(value)
+    if kind is int:
+        return value  # type: ignore[no-any-return]
+    if kind is float:
+        if value.is_integer():
+            return int(value)
+        raise Invalid("not a whole number")
+    if kind is str:
+        text = value.strip().replace(",", "")
+        if not text:
+            raise _missing()
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise Invalid("not a number") from None
+        if not number.is_finite() or number != number.to_integral_value():
+            raise Invalid("not a whole number")
+        return int(number)
+    if value is None:
+        raise _missing()
+    raise Invalid("not a number")
+
+
+def _decimal(value: Any) -> Decimal:
+    kind = type(value)
+    if kind is int:
+        return Decimal(value)
+    try:
+        if kind is float:
+            # Through str: Decimal(0.1) would carry the binary float's 55 digits of noise.
+            number = Decimal(str(value))
+        elif kind is str:
+            text = value.strip().replace(",", "")
+            if not text:
+                raise _missing()
+            number = Decimal(text)
+        elif value is None:
+            raise _missing()
+        else:
+            raise Invalid("not a number")
+    except InvalidOperation:
+        raise Invalid("not a number") from None
+    if not number.is_finite():
+        raise Invalid("not a number")
+    return number
+
+
+def _quantized(value: Any, limit: Decimal) -> Decimal:
+    number = _decimal(value)
+    if abs(number) >= limit:
+        raise Invalid(f"too large (limit {limit:,})")
+    if type(value) is int:
+        return number  # already exact; NUMERIC(…, 2) stores it as .00
+    return number.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def money(value: Any) -> Decimal:
+    """Money as an exact Decimal, half-up to 2 dp; never negative."""
+    if type(value) is int and 0 <= value < _MONEY_INT_LIMIT:
+        return Decimal(value)  # the export's usual case: whole rupees
+    number = _quantized(value, _MONEY_LIMIT)
+    if number < 0:
+        raise Invalid("must not be negative")
+    return number
+
+
+def positive_money(value: Any) -> Decimal:
+    number = money(value)
+    if number == 0:
+        raise Invalid("must be greater than zero")
+    return number
+
+
+def rate(value: Any) -> Decimal:
+    if type(value) is float:
+        # Rates repeat (a lender has a few hundred distinct ones): converting each once saves ~1 µs a row.
+        cached = _rate_cache.get(value)
+        if cached is not None:
+            return cached
+    number = _quantized(value, _RATE_LIMIT)
+    if number < 0:
+        raise Invalid("must not be negative")
+    if type(value) is float and len(_rate_cache) < _RATE_CACHE_SIZE:
+        _rate_cache[value] = number
+    return number
+
+
+def identifier(value: Any) -> int:
+    if type(value) is int and 0 < value <= _BIGINT_MAX:
+        return value
+    number = _whole(value)
+    if number <= 0:
+        raise Invalid("must be a positive whole number")
+    if number > _BIGINT_MAX:
+        raise Invalid("too large")
+    return number
+
+
+def positive_count(value: Any) -> int:
+    if type(value) is int and 0 < value <= _INT_MAX:
+        return value
+    number = _whole(value)
+    if number <= 0:
+        raise Invalid("must be greater than zero")
+    if number > _INT_MAX:
+        raise Invalid("too large")
+    return number
+
+
+def count(value: Any) -> int:
+    if type(value) is int and 0 <= value <= _INT_MAX:
+        return value
+    number = _whole(value)
+    if number < 0:
+        raise Invalid("must not be negative")
+    if number > _INT_MAX:
+        raise Invalid("too large")
+    return number
+
+
+def age(value: Any) -> int | None:
+    if type(value) is int and 0 <= value <= 150:
+        return value
+    if value is None or (type(value) is str and not value.strip()):
+        return None  # age is optional in the schema: unknown, not invalid
+    number = _whole(value)
+    if not 0 <= number <= 150:
+        raise Invalid("must be between 0 and 150")
+    return number
+
+
+_PHONE_NOISE = re.compile(r"[\s\-().]")
+
+
+def phone(value: Any) -> int:
+    if type(value) is int and 0 < value <= _BIGINT_MAX:
+        return value
+    if type(value) is str:
+        text = _PHONE_NOISE.sub("", value).removeprefix("+")
+        if not text:
+            raise _missing()
+        if not text.isdigit():
+            raise Invalid("not a phone number")
+        value = int(text)
+    return identifier(value)
+
+
+def name(value: Any) -> str:
+    if type(value) is str:
+        text = value.strip()
+        if text and len(text) <= _NAME_MAX:
+            return text
+    elif type(value) is int:
+        text = str(value)
+    elif value is None:
+        raise _missing()
+    else:
+        raise Invalid("not text")
+    if not text:
+        raise _missing()
+    if len(text) > _NAME_MAX:
+        raise Invalid(f"longer than {_NAME_MAX} characters")
+    return text
+
+
+def date(value: Any, epoch: dt.datetime) -> dt.date:
+    """A date cell, an Excel serial number (a date column without date formatting) or an ISO string."""
+    kind = type(value)
+    if kind is dt.datetime:
+        return value.date()  # type: ignore[no-any-return]
+    if kind is dt.date:
+        return value  # type: ignore[no-any-return]
+    if kind is int or kind is float:
+        if not 1 <= value < _EXCEL_MAX_SERIAL + 1:
+            raise Invalid("not a date (serial number out of range)")
+        return from_excel(value, epoch).date()  # type: ignore[no-any-return]
+    if kind is str:
+        text = value.strip()
+        if not text:
+            raise _missing()
+        try:
+            return dt.datetime.fromisoformat(text).date()
+        except ValueError:
+            raise Invalid("not a date (expected YYYY-MM-DD)") from None
+    if value is None:
+        raise _missing()
+    raise Invalid("not a date")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sheet schemas: the fields a file must (or may) have, under which normalised header names.
+
+
+def normalise_header(header: object) -> str:
+    """`Customer ID`, `Customer Id`, `customer_id`, ` CUSTOMER-ID ` -> `customerid`."""
+    return re.sub(r"[^a-z0-9]", "", str(header).lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    label: str
+    aliases: tuple[str, ...]
+    parse: Callable[..., Any]
+    required: bool = True
+    needs_epoch: bool = False
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(normalise_header(alias) for alias in (self.label, *self.aliases))
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    kind: str
+    fields: tuple[Field, ...]
+    row_type: type[CustomerRow] | type[LoanRow]
+    # Checks across the fields of an otherwise valid row: row -> (field name, reason) or None.
+    cross_checks: tuple[Callable[[Any], tuple[str, str] | None], ...] = ()
+    # Fields computed from the others when the file has no column for them.
+    derived: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+
+def limit_from_salary(row: CustomerRow) -> Decimal:
+    """The 36x rule, used only when the file has no Approved Limit column (the export's limits differ)."""
+    lakhs = (36 * row.monthly_salary / _LAKH).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return lakhs * _LAKH
+
+
+def _emis_within_tenure(row: LoanRow) -> tuple[str, str] | None:
+    if row.emis_paid_on_time > row.tenure:
+        return (
+            "emis_paid_on_time",
+            f"EMIs paid on time ({row.emis_paid_on_time}) exceed the tenure ({row.tenure})",
+        )
+    return None
+
+
+def _end_after_start(row: LoanRow) -> tuple[str, str] | None:
+    if row.end_date < row.start_date:
+        return "end_date", f"end date {row.end_date} is before the start date {row.start_date}"
+    return None
+
+
+CUSTOMERS = Schema(
+    kind="customers",
+    fields=(
+        Field("customer_id", "Customer ID", ("customer_id",), identifier),
+        Field("first_name", "First Name", ("first_name",), name),
+        Field("last_name", "Last Name", ("last_name",), name),
+        Field("age", "Age", (), age, required=False),
+        Field("phone_number", "Phone Number", ("phone", "mobile"), phone),
+        Field("monthly_salary", "Monthly Salary", ("monthly_income", "salary"), money),
+        Field("approved_limit", "Approved Limit", (), money, required=False),
+    ),
+    row_type=CustomerRow,
+    derived={"approved_limit": limit_from_salary},
+)
+
+LOANS = Schema(
+    kind="loans",
+    fields=(
+        Field("customer_id", "Customer ID", ("customer_id",), identifier),
+        Field("source_loan_id", "Loan ID", ("loan_id",), identifier),
+        Field("loan_amount", "Loan Amount", (), positive_money),
+        Field("tenure", "Tenure", ("tenure_months",), positive_count),
+        Field("interest_rate", "Interest Rate", (), rate),
+        Field(
+            "monthly_installment",
+            "Monthly payment",
+            ("monthly_repayment", "monthly_installment", "emi"),
+            money,
+        ),
+        Field("emis_paid_on_time", "EMIs paid on Time", ("emis_paid_on_time",), count),
+        Field("start_date", "Date of Approval", ("start_date", "approval_date"), date, needs_epoch=True),
+        Field("end_date", "End Date", ("end_date",), date, needs_epoch=True),
+    ),
+    row_type=LoanRow,
+    cross_checks=(_emis_within_tenure, _end_after_start),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# The sheet reader.
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    field: Field
+    index: int  # 0-based position in the sheet row
+    header: str  # as written in the file, for error messages
+
+
+@dataclass(slots=True)
+class Batch:
+    """Up to `batch_rows` valid rows, with the errors met while reading them."""
+
+    rows: list[Any]  # CustomerRow or LoanRow
+    errors: list[RowError]  # only until MAX_REPORTED_ERRORS were reported for the sheet
+    rows_read: int  # non-empty data rows read so far in this sheet (cumulative)
+    skipped: int  # rows of this batch skipped for errors
+    error_count: int  # errors found in this batch, reported in full or not
+
+
+@dataclass(slots=True)
+class SheetHeader:
+    sheet: str
+    header_row: int
+    columns: list[Column]
+    ignored: list[str]
+    derived: list[str]
+
+
+def _map_header(
+    sheet: str, path: Path, schema: Schema, cells: tuple[Any, ...]
+) -> tuple[list[Column], list[str]]:
+    by_key = {key: f for f in schema.fields for key in f.keys}
+    found: dict[str, Column] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(cells):
+        if cell is None or not str(cell).strip():
+            continue
+        header = str(cell).strip()
+        match = by_key.get(normalise_header(header))
+        if match is None:
+            ignored.append(header)  # e.g. `current_debt`: some exports carry it, nothing uses it
+        elif match.name in found:
+            raise WorkbookError(
+                f"{path.name}: sheet {sheet!r} has two columns for {match.label}: "
+                f"{found[match.name].header!r} and {header!r}"
+            )
+        else:
+            found[match.name] = Column(match, index, header)
+    missing = [f for f in schema.fields if f.required and f.name not in found]
+    if missing:
+        names = "; ".join(
+            f"{f.label!r}" + (f" (or {', '.join(repr(a) for a in f.aliases)})" if f.aliases else "")
+            for f in missing
+        )
+        raise WorkbookError(f"{path.name}: sheet {sheet!r} is missing the required column(s) {names}")
+    return sorted(found.values(), key=lambda column: column.index), ignored
+
+
+def _date_parser(epoch: dt.datetime) -> Callable[[Any], dt.date]:
+    """`date` bound to the workbook's epoch (1900, or 1904 for old Mac files), date cells first."""
+
+    def parse(value: Any) -> dt.date:
+        if type(value) is dt.datetime:
+            return value.date()
+        return date(value, epoch)
+
+    return parse
+
+
+def _absent(_: Any) -> None:
+    return None
+
+
+def _is_empty(cells: tuple[Any, ...]) -> bool:
+    return all(cell is None or (type(cell) is str and not cell.strip()) for cell in cells)
+
+
+def _printable(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = value.isoformat() if isinstance(value, dt.date) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class SheetReader:
+    """The first worksheet of one workbook, read as typed rows. Use as a context manager."""
+
+    def __init__(self, path: Path, schema: Schema) -> None:
+        self.path = path
+        self.schema = schema
+        try:
+            self._workbook = load_workbook(path, read_only=True, data_only=True)
+        except FileNotFoundError:
+            raise WorkbookError(f"{path}: no such file") from None
+        except Exception as exc:  # openpyxl raises a zoo of types for non-xlsx content
+            raise WorkbookError(
+                f"{path.name}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})"
+            ) from exc
+        try:
+            # Wrapped once and kept: closing a wrapper generator would close openpyxl's row iterator too.
+            self._rows = self._guarded(self._open_first_sheet())
+            self.header = self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_first_sheet(self) -> Iterator[tuple[Any, ...]]:
+        sheets = self._workbook.worksheets
+        if not sheets:
+            raise WorkbookError(f"{self.path.name}: the workbook has no worksheet")
+        sheet = sheets[0]
+        self.sheet = sheet.title
+        # Ignore the recorded dimension: it may be missing or wrong. Rows come back unpadded instead.
+        sheet.reset_dimensions()  # type: ignore[union-attr]
+        return sheet.iter_rows(values_only=True)  # type: ignore[union-attr]
+
+    def _read_header(self) -> SheetHeader:
+        for row_number, cells in enumerate(self._rows, start=1):
+            if _is_empty(cells):
+                continue
+            columns, ignored = _map_header(self.sheet, self.path, self.schema, cells)
+            present = {column.field.name for column in columns}
+            derived = [name for name in self.schema.derived if name not in present]
+            return SheetHeader(self.sheet, row_number, columns, ignored, derived)
+        raise WorkbookError(f"{self.path.name}: sheet {self.sheet!r} is empty (no header row)")
+
+    def _guarded(self, rows: Iterator[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Turn a damaged sheet discovered mid-stream into a WorkbookError naming the file."""
+        try:
+            yield from rows
+        except Exception as exc:
+            raise WorkbookError(
+                f"{self.path.name}: damaged sheet {self.sheet!r} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def close(self) -> None:
+        self._workbook.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def batches(self, batch_rows: int) -> Iterator[Batch]:
+        """Valid rows in batches of `batch_rows`; the last batch may be short (or empty, with only errors)."""
+        header, make_row = self.header, self.schema.row_type._make
+        plan = self._plan()
+        cross_checks = self.schema.cross_checks
+        derived = [(name, self.schema.derived[name]) for name in header.derived]
+        width = max(c.index for c in header.columns) + 1
+
+        batch = Batch([], [], 0, 0, 0)
+        reported = 0
+        row_number = header.header_row
+        for cells in self._rows:
+            row_number += 1
+            if len(cells) < width:  # short rows, and the [] openpyxl yields for rows missing from the XML
+                cells = (*cells, *(None,) * (width - len(cells)))
+            first = cells[0]
+            if (first is None or type(first) is str) and _is_empty(cells):
+                continue  # blank rows, typically the export's trailing formatted-but-empty ones
+            batch.rows_read += 1
+            try:
+                # The hot path, once per row of a million: every cell parses, no bookkeeping.
+                row = make_row((row_number, *[parse(cells[index]) for index, parse, _ in plan]))
+                errors = None
+                for check in cross_checks:
+                    if check(row):
+                        errors = self._errors(row_number, cells, plan)
+                        break
+            except Invalid:
+                errors = self._errors(row_number, cells, plan)
+            if errors:
+                batch.skipped += 1
+                batch.error_count += len(errors)
+                if reported < MAX_REPORTED_ERRORS:
+                    batch.errors.extend(errors[: MAX_REPORTED_ERRORS - reported])
+                    reported += len(errors)
+                continue
+            for name, compute in derived:
+                row = row._replace(**{name: compute(row)})
+            batch.rows.append(row)
+            if len(batch.rows) >= batch_rows:
+                yield batch
+                batch = Batch([], [], batch.rows_read, 0, 0)
+        yield batch
+
+    def _plan(self) -> list[tuple[int, Callable[[Any], Any], str]]:
+        """(cell index, parser, header as written) per output field, in row order."""
+        by_name = {c.field.name: c for c in self.header.columns}
+        plan: list[tuple[int, Callable[[Any], Any], str]] = []
+        for f in self.schema.fields:
+            column = by_name.get(f.name)
+            if column is None:  # an optional column the file lacks: NULL, or derived after parsing
+                plan.append((0, _absent, f.label))
+            else:
+                parse = _date_parser(self._workbook.epoch) if f.needs_epoch else f.parse
+                plan.append((column.index, parse, column.header))
+        return plan
+
+    def _errors(
+        self, row_number: int, cells: tuple[Any, ...], plan: list[tuple[int, Callable[[Any], Any], str]]
+    ) -> list[RowError]:
+        """Every problem of a bad row, not just the first: the slow path, taken only for bad rows."""
+        errors: list[RowError] = []
+        values: list[Any] = [row_number]
+        for index, parse, header in plan:
+            try:
+                values.append(parse(cells[index]))
+            except Invalid as exc:
+                values.append(None)
+                errors.append(RowError(self.sheet, row_number, header, str(exc), _printable(cells[index])))
+        if errors:
+            return errors
+        row = self.schema.row_type._make(values)
+        headers = {c.field.name: c.header for c in self.header.columns}
+        for check in self.schema.cross_checks:
+            problem = check(row)
+            if problem:
+                column, reason = problem
+                errors.append(
+                    RowError(
+                        self.sheet, row_number, headers[column], reason, _printable(getattr(row, column))
+                    )
+                )
+        return errors

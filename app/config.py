@@ -32,11 +32,14 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=5.0, gt=0)
     db_statement_timeout_ms: int = Field(default=10_000, ge=0)
     db_connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A unit of work that hits a serialization failure or a deadlock is run again, at most this many times.
+    db_retry_attempts: int = Field(default=3, ge=1)
     web_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     api_keys: str = Field(default="", description="Comma-separated API keys; empty = open access.")
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
     max_body_bytes: int = 64 * 1024
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=1, description="How long an Idempotency-Key lives.")
     ingestion_batch_rows: int = Field(default=5_000, ge=1)
     ingestion_job_timeout_s: int = Field(default=3_600, ge=1)
 

@@ -183,8 +183,34 @@ def is_connection_error(exc: BaseException) -> bool:
     return False
 
 
+# Transient conditions of a healthy request: it may well succeed if sent again a little later (503).
+# 40001/40P01 reach the handler only once app.retry's bounded retries are spent.
+TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available (lock_timeout)
+        "57014",  # query_canceled (statement_timeout)
+        "53300",  # too_many_connections
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now (starting up)
+    }
+)
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE behind a (SQLAlchemy-wrapped) driver error, if there is one."""
+    orig = getattr(exc, "orig", None) or exc
+    for candidate in (orig, orig.__cause__):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code:
+            return str(code)
+    return None
+
+
 async def _dbapi_error(request: Request, exc: Exception) -> JSONResponse:
-    if is_connection_error(exc):
+    if is_connection_error(exc) or sqlstate_of(exc) in TRANSIENT_SQLSTATES:
         return await _database_unavailable(request, exc)
     return await _unexpected_error(request, exc)
 

@@ -24,6 +24,8 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         # database restart fails its request with a 503 and is discarded by the pool.
         pool_pre_ping=False,
         pool_recycle=1800,
+        # Errors are logged; their text must not carry statement parameters (phone numbers, names).
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout_s,
             "command_timeout": max(settings.db_statement_timeout_ms / 1000 * 2, 5),

@@ -16,6 +16,7 @@ from app.customers.router import router as customers_router
 from app.db import create_engine, create_sessionmaker
 from app.errors import FieldError, Problem, install_error_handlers
 from app.loans.router import router as loans_router
+from app.security import install_security
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(loans_router)
     _declare_problem_schema(app)
+    install_security(app, settings)
     return app
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -98,3 +99,20 @@ class Loan(Base):
     start_date: Mapped[dt.date] = mapped_column(Date)
     end_date: Mapped[dt.date] = mapped_column(Date)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IdempotencyKey(Base):
+    """A completed request's response, replayed to retries that carry the same Idempotency-Key."""
+
+    __tablename__ = "idempotency_keys"
+
+    # sha256 prefix of the API key that sent the request ('' when access control is off): one client's
+    # keys can neither collide with nor replay another client's responses.
+    principal: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
+    method_path: Mapped[str] = mapped_column(String(200), primary_key=True)  # e.g. "POST /api/register"
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON request body
+    status_code: Mapped[int] = mapped_column(SmallInteger)
+    response_body: Mapped[str] = mapped_column(Text)  # the exact bytes sent, replayed as they were
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

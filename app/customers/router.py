@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Response, status
 
 from app.customers import service
 from app.customers.schemas import CustomerOut, RegisterRequest
 from app.deps import SessionDep
+from app.idempotency.service import IdempotencyDep
 from app.responses import problem_responses
+from app.retry import TransactionRetryRoute
 
-router = APIRouter(prefix="/api", tags=["customers"])
+router = APIRouter(prefix="/api", tags=["customers"], route_class=TransactionRetryRoute)
 
 
 @router.post(
@@ -17,8 +19,13 @@ router = APIRouter(prefix="/api", tags=["customers"])
     summary="Register a customer",
     description="Creates a customer and sets their approved limit to 36 x monthly income, "
     "rounded half-up to the nearest 100,000.",
-    responses=problem_responses(409, 422),
+    response_model=CustomerOut,
+    responses=problem_responses(409, 422, 503),
 )
-@router.post("/register/", status_code=status.HTTP_201_CREATED, include_in_schema=False)
-async def register_customer(data: RegisterRequest, session: SessionDep) -> CustomerOut:
-    return await service.register(session, data)
+@router.post(
+    "/register/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False
+)
+async def register_customer(
+    data: RegisterRequest, session: SessionDep, idempotency: IdempotencyDep, response: Response
+) -> CustomerOut | Response:
+    return await idempotency.run(response, lambda: service.register(session, data))

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import SessionDep, TodayDep
+from app.idempotency.service import IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
     CreateLoanOut,
@@ -15,9 +16,10 @@ from app.loans.schemas import (
     LoanSummaryOut,
 )
 from app.responses import problem_responses
+from app.retry import TransactionRetryRoute
 from app.schemas import MAX_ID
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=TransactionRetryRoute)
 
 PathLoanId = Annotated[int, Path(ge=1, le=MAX_ID, description="Loan identifier.", examples=[1001])]
 PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer identifier.", examples=[42])]
@@ -30,7 +32,7 @@ PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer iden
     summary="Check loan eligibility",
     description="Scores the customer from their loan history and decides whether a loan on these terms "
     "would be approved, at which corrected rate and installment. Nothing is stored.",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 @router.post("/check-eligibility/", include_in_schema=False)
 async def check_eligibility(data: LoanRequestIn, session: SessionDep, today: TodayDep) -> EligibilityOut:
@@ -45,19 +47,28 @@ async def check_eligibility(data: LoanRequestIn, session: SessionDep, today: Tod
     status_code=status.HTTP_201_CREATED,
     description="Decides exactly as check-eligibility does and, when approved, stores the loan at the "
     "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason.",
+    response_model=CreateLoanOut,
     responses={
         200: {"model": CreateLoanOut, "description": "Not approved: nothing was stored."},
-        **problem_responses(404, 422),
+        **problem_responses(404, 409, 422, 503),
     },
 )
-@router.post("/create-loan/", status_code=status.HTTP_201_CREATED, include_in_schema=False)
+@router.post(
+    "/create-loan/",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CreateLoanOut,
+    include_in_schema=False,
+)
 async def create_loan(
-    data: LoanRequestIn, session: SessionDep, today: TodayDep, response: Response
-) -> CreateLoanOut:
-    result = await service.create_loan(session, data, today)
-    if not result.loan_approved:
-        response.status_code = status.HTTP_200_OK
-    return result
+    data: LoanRequestIn, session: SessionDep, today: TodayDep, response: Response, idempotency: IdempotencyDep
+) -> CreateLoanOut | Response:
+    async def create() -> CreateLoanOut:
+        result = await service.create_loan(session, data, today)
+        if not result.loan_approved:
+            response.status_code = status.HTTP_200_OK
+        return result
+
+    return await idempotency.run(response, create)
 
 
 @router.get(
@@ -65,7 +76,7 @@ async def create_loan(
     tags=["loans"],
     operation_id="getLoan",
     summary="View a loan",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loan/{loan_id}/", include_in_schema=False)
 async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
@@ -79,7 +90,7 @@ async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
     summary="List a customer's loans",
     description="The customer's current loans (end date today or later) by default; "
     "`status=closed` or `status=all` for the others. An existing customer with no loans gives [].",
-    responses=problem_responses(404, 422),
+    responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loans/{customer_id}/", include_in_schema=False)
 async def view_loans(

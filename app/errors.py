@@ -61,19 +61,37 @@ class ServiceUnavailable(DomainError):
 
 class FieldError(BaseModel):
     field: str = Field(description="Dotted path of the offending field, e.g. `body.loan_amount`.")
-    message: str
+    message: str = Field(description="What is wrong with the value, for people.")
     type: str = Field(description="Machine-readable error type.")
 
 
 class Problem(BaseModel):
     """An RFC 9457 problem document."""
 
-    type: str = Field(examples=[PROBLEM_BASE + "not-found"])
-    title: str = Field(examples=["Resource not found"])
-    status: int = Field(examples=[404])
-    detail: str = Field(examples=["Customer 42 does not exist."])
-    instance: str | None = Field(default=None, examples=["/api/view-loans/42"])
-    request_id: str | None = Field(default=None, description="Echo of the X-Request-ID of the request.")
+    type: str = Field(
+        description="URI identifying the kind of problem; stable, for programs to branch on.",
+        examples=[PROBLEM_BASE + "not-found"],
+    )
+    title: str = Field(description="Short summary of the kind of problem.", examples=["Resource not found"])
+    status: int = Field(description="The HTTP status code.", examples=[404])
+    detail: str = Field(
+        description="What went wrong in this occurrence, for people.",
+        examples=["Customer 42 does not exist."],
+    )
+    instance: str | None = Field(
+        default=None, description="Path of the request that failed.", examples=["/api/view-loans/42"]
+    )
+    request_id: str | None = Field(
+        default=None,
+        description="The request id (the client's X-Request-ID, or the generated one): quote it when "
+        "reporting a problem.",
+        examples=["5f0c6d3e9b1a4e0f8a7d2c4b6e8f0a1c"],
+    )
+    field: str | None = Field(
+        default=None,
+        description="The request field the problem is about, when there is one.",
+        examples=["customer_id"],
+    )
     errors: list[FieldError] | None = Field(default=None, description="Per-field errors of a 422.")
 
 
@@ -97,6 +115,8 @@ def problem_response(
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["request_id"] = request_id
+        # Also the header: a 500 is rendered outside the request-id middleware, which cannot add it there.
+        headers = {**(headers or {}), "X-Request-ID": request_id}
     body.update({key: value for key, value in extensions.items() if value is not None})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 

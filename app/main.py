@@ -10,12 +10,17 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from fastapi import FastAPI
 
+from app import metrics
+from app.api_docs import DESCRIPTION, TAGS, TITLE
 from app.clock import utc_now
 from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
 from app.db import create_engine, create_sessionmaker
 from app.errors import FieldError, Problem, install_error_handlers
 from app.loans.router import router as loans_router
+from app.observability.logging import configure_logging
+from app.observability.middleware import ObservabilityMiddleware
+from app.operations.router import router as operations_router
 from app.security import install_security
 
 
@@ -24,7 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.log_format)
         engine = create_engine(settings)
+        metrics.track_engine(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.redis = await create_pool(
@@ -34,11 +41,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.redis.aclose()
+            metrics.untrack_engine(engine)
             await engine.dispose()
+            metrics.mark_process_dead()
 
     app = FastAPI(
-        title="Credit Approval Service",
+        title=TITLE,
         version="1.0.0",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -46,8 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(customers_router)
     app.include_router(loans_router)
+    app.include_router(operations_router)
     _declare_problem_schema(app)
     install_security(app, settings)
+    # Added last, so outermost of the user middleware: it times, ids and logs whatever the others answer.
+    app.add_middleware(ObservabilityMiddleware)
     return app
 
 

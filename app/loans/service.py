@@ -6,6 +6,7 @@ import datetime as dt
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.credit import policy
 from app.credit.policy import CreditProfile, Decision, LoanRequest
 from app.errors import NotFound
@@ -54,7 +55,9 @@ async def check_eligibility(session: AsyncSession, data: LoanRequestIn, today: d
     profile = await queries.credit_profile(session, data.customer_id, today)
     if profile is None:
         raise _customer_not_found(data.customer_id)
-    return _eligibility(data.customer_id, data, policy.decide(profile, _policy_request(data)))
+    decision = policy.decide(profile, _policy_request(data))
+    metrics.record_decision("check_eligibility", decision)
+    return _eligibility(data.customer_id, data, decision)
 
 
 async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> CreateLoanOut:
@@ -65,6 +68,7 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
     profile: CreditProfile | None = await queries.credit_profile(session, data.customer_id, today)
     assert profile is not None  # the row is locked: it cannot have disappeared
     decision = policy.decide(profile, _policy_request(data))
+    metrics.record_decision("create_loan", decision)
     message = policy.describe(decision)
     if not decision.approved:
         return CreateLoanOut(
@@ -86,6 +90,8 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
         start_date=today,
         end_date=policy.add_months(today, data.tenure),
     )
+    # Counted at insert: a later failure to commit answers 5xx and the counter overcounts by that loan.
+    metrics.record_loan_created()
     return CreateLoanOut(
         loan_id=loan_id,
         customer_id=data.customer_id,

@@ -1,0 +1,123 @@
+"""Log format and level from the settings, the JSON and console shapes, and the phone-number mask."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+from httpx import ASGITransport, AsyncClient
+
+from app.config import Settings
+from app.main import create_app
+from app.observability.context import LogContext, bind, unbind
+from app.observability.logging import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging(settings: Settings) -> Iterator[None]:
+    yield
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def emit(logger: str, level: int, message: str, *args: object, **extra: object) -> None:
+    logging.getLogger(logger).log(level, message, *args, extra=extra)
+
+
+def test_json_lines_have_the_documented_fields() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    token = bind(LogContext("trace-json"))
+    try:
+        emit("app.example", logging.INFO, "loaded %d rows", 3, file="customers", duration_ms=1.5)
+    finally:
+        unbind(token)
+
+    line = json.loads(stream.getvalue())
+    assert line["level"] == "INFO"
+    assert line["logger"] == "app.example"
+    assert line["message"] == "loaded 3 rows"
+    assert line["request_id"] == "trace-json"
+    assert (line["file"], line["duration_ms"]) == ("customers", 1.5)
+    # ISO 8601, UTC, millisecond precision.
+    assert len(line["timestamp"]) == len("2026-06-15T12:00:00.000Z") and line["timestamp"].endswith("Z")
+
+
+def test_console_format_is_for_people() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "console", stream=stream)
+    emit("app.example", logging.WARNING, "disk %s", "low", status=507)
+
+    text = stream.getvalue().rstrip("\n")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text)
+    assert " WARNING app.example [-] disk low" in text
+    assert text.endswith("status=507")
+
+
+def test_level_comes_from_the_settings() -> None:
+    stream = io.StringIO()
+    configure_logging("WARNING", "json", stream=stream)
+    emit("app.example", logging.INFO, "hidden")
+    emit("app.example", logging.WARNING, "shown")
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["shown"]
+
+
+def test_configuring_twice_keeps_one_handler() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=io.StringIO())
+    configure_logging("INFO", "json", stream=stream)
+    emit("app.example", logging.INFO, "once")
+    assert len(stream.getvalue().splitlines()) == 1
+
+
+def test_phone_numbers_are_masked_in_messages_extras_and_tracebacks() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    try:
+        raise ValueError("duplicate key value violates unique constraint: (phone_number)=(9876543210)")
+    except ValueError:
+        logging.getLogger("app.example").exception(
+            "insert of 9876543210 failed", extra={"phone": "9876543210"}
+        )
+
+    text = stream.getvalue()
+    assert "9876543210" not in text
+    line = json.loads(text)
+    assert line["message"] == "insert of [redacted] failed"
+    assert line["phone"] == "[redacted]"
+    assert "(phone_number)=([redacted])" in line["exc_info"]
+
+
+def test_longer_numbers_are_not_masked() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    emit("app.example", logging.INFO, "amount 123456789012.50 for loan 1001")
+    assert json.loads(stream.getvalue())["message"] == "amount 123456789012.50 for loan 1001"
+
+
+async def test_the_app_configures_logging_from_its_settings(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(settings.model_copy(update={"log_format": "console", "log_level": "INFO"}))
+    client = AsyncClient(transport=ASGITransport(app=app), base_url="http://test")
+    async with app.router.lifespan_context(app), client:
+        await client.get("/health", headers={"X-Request-ID": "trace-console"})
+    err = capsys.readouterr().err
+    access = next(line for line in err.splitlines() if "app.access" in line)
+    assert " INFO    app.access [trace-console] GET /health 200" in access
+    assert "route=/health" in access and "duration_ms=" in access
+
+
+def test_uvicorn_access_log_is_replaced_by_ours() -> None:
+    configure_logging("INFO", "json", stream=io.StringIO())
+    # uvicorn decides per connection with hasHandlers(); False means it formats no access line at all.
+    assert not logging.getLogger("uvicorn.access").hasHandlers()
+    assert logging.getLogger("uvicorn.error").hasHandlers()  # its errors still go through our handler
+
+
+def test_an_unknown_log_format_is_rejected() -> None:
+    with pytest.raises(ValueError, match="log_format"):
+        Settings(log_format="xml")

@@ -10,7 +10,7 @@ records approved loans. Lenders' historical workbooks are loaded by background i
 
 ## Conventions
 * **Money** is a JSON number in the lender's currency with at most 2 decimals (e.g. `200000.5`).
-* **Interest rates** are percent per year (`10.5` means 10.5 % p.a.).
+* **Interest rates** are in % per year (`10.5` means 10.5 % per year).
 * **Tenures** and other durations are whole months.
 * **Identifiers** are positive 64-bit integers.
 

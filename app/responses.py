@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import PROBLEM_JSON
+from app.errors import PROBLEM_BASE, PROBLEM_JSON
 
 DESCRIPTIONS = {
     401: "Missing or invalid API key.",
@@ -16,11 +16,68 @@ DESCRIPTIONS = {
 }
 
 
+_REQUEST_ID = "5f0c6d3e9b1a4e0f8a7d2c4b6e8f0a1c"
+
+
+def _example(code: str, title: str, status: int, detail: str, **extensions: Any) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": "/api/create-loan",
+        "request_id": _REQUEST_ID,
+        **extensions,
+    }
+
+
+# One realistic problem document per status, shown by the docs and picked up by client generators.
+EXAMPLES = {
+    401: _example(
+        "unauthorized",
+        "Missing or invalid API key",
+        401,
+        "Send an API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    ),
+    404: _example("not-found", "Resource not found", 404, "Customer 42 does not exist.", field="customer_id"),
+    409: _example(
+        "conflict", "Conflict", 409, "This Idempotency-Key is in use; retry later.", field="Idempotency-Key"
+    ),
+    413: _example(
+        "payload-too-large",
+        "Request body too large",
+        413,
+        "The request body is larger than the limit of 65536 bytes.",
+    ),
+    422: _example(
+        "validation-error",
+        "Request validation failed",
+        422,
+        "Invalid value for: body.tenure",
+        errors=[
+            {
+                "field": "body.tenure",
+                "message": "Input should be less than or equal to 600",
+                "type": "less_than_equal",
+            }
+        ],
+    ),
+    503: _example(
+        "service-unavailable", "Service unavailable", 503, "The database is unavailable; retry later."
+    ),
+}
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {
             "description": DESCRIPTIONS[code],
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "example": EXAMPLES[code],
+                }
+            },
         }
         for code in statuses
     }

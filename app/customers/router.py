@@ -20,6 +20,7 @@ router = APIRouter(prefix="/api", tags=["customers"], route_class=TransactionRet
     description="Creates a customer and sets their approved limit to 36 x monthly income, "
     "rounded half-up to the nearest 100,000.",
     response_model=CustomerOut,
+    response_description="The registered customer, with their approved limit.",
     responses=problem_responses(409, 422, 503),
 )
 @router.post(

@@ -75,11 +75,12 @@ class CustomerOut(BaseModel):
 
     customer_id: CustomerId
     name: str = Field(description="First and last name.")
-    first_name: str
-    last_name: str
+    first_name: str = Field(description="Given name.")
+    last_name: str = Field(description="Family name.")
     age: int | None = Field(description="Age in years; null for some ingested customers.")
     monthly_income: Money = Field(description="Monthly income, currency amount.")
     approved_limit: Money = Field(
-        description="Credit limit: 36 x monthly income, rounded half-up to the nearest 100,000."
+        description="Credit limit, a currency amount: 36 x monthly income, rounded half-up to the "
+        "nearest 100,000."
     )
     phone_number: int = Field(description="10-digit phone number.")

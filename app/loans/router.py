@@ -8,6 +8,7 @@ from app.deps import SessionDep, TodayDep
 from app.idempotency.service import IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
+    REJECTED_LOAN_EXAMPLE,
     CreateLoanOut,
     EligibilityOut,
     LoanDetailOut,
@@ -32,6 +33,7 @@ PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer iden
     summary="Check loan eligibility",
     description="Scores the customer from their loan history and decides whether a loan on these terms "
     "would be approved, at which corrected rate and installment. Nothing is stored.",
+    response_description="The decision, the credit score and its components.",
     responses=problem_responses(404, 422, 503),
 )
 @router.post("/check-eligibility/", include_in_schema=False)
@@ -48,8 +50,13 @@ async def check_eligibility(data: LoanRequestIn, session: SessionDep, today: Tod
     description="Decides exactly as check-eligibility does and, when approved, stores the loan at the "
     "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason.",
     response_model=CreateLoanOut,
+    response_description="Approved: the loan was stored.",
     responses={
-        200: {"model": CreateLoanOut, "description": "Not approved: nothing was stored."},
+        200: {
+            "model": CreateLoanOut,
+            "description": "Not approved: nothing was stored.",
+            "content": {"application/json": {"example": REJECTED_LOAN_EXAMPLE}},
+        },
         **problem_responses(404, 409, 422, 503),
     },
 )
@@ -76,6 +83,7 @@ async def create_loan(
     tags=["loans"],
     operation_id="getLoan",
     summary="View a loan",
+    response_description="The loan and its borrower.",
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loan/{loan_id}/", include_in_schema=False)
@@ -90,6 +98,7 @@ async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
     summary="List a customer's loans",
     description="The customer's current loans (end date today or later) by default; "
     "`status=closed` or `status=all` for the others. An existing customer with no loans gives [].",
+    response_description="The customer's loans, by loan id.",
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loans/{customer_id}/", include_in_schema=False)
@@ -97,6 +106,8 @@ async def view_loans(
     customer_id: PathCustomerId,
     session: SessionDep,
     today: TodayDep,
-    status: Annotated[LoanStatus, Query(description="Which loans to list.")] = LoanStatus.current,
+    status: Annotated[
+        LoanStatus, Query(description="Which loans to list.", examples=["all"])
+    ] = LoanStatus.current,
 ) -> list[LoanSummaryOut]:
     return await service.list_loans(session, customer_id, status, today)

@@ -10,6 +10,15 @@ from app.credit.policy import Reason
 from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, Rate
 
 LOAN_REQUEST_EXAMPLE = {"customer_id": 42, "loan_amount": 200000, "interest_rate": 10.5, "tenure": 24}
+# create-loan's 200: what a rejection looks like (the 201 example is CreateLoanOut's own).
+REJECTED_LOAN_EXAMPLE = {
+    "loan_id": None,
+    "customer_id": 42,
+    "loan_approved": False,
+    "message": "Loan not approved: total monthly installments would exceed 50% of monthly salary.",
+    "monthly_installment": None,
+    "reasons": ["emi_over_half_salary"],
+}
 
 
 class LoanRequestIn(BaseModel):
@@ -102,7 +111,7 @@ class CreateLoanOut(BaseModel):
 
     loan_id: LoanId | None = Field(description="Identifier of the new loan; null when not approved.")
     customer_id: CustomerId
-    loan_approved: bool
+    loan_approved: bool = Field(description="Whether the loan was approved and stored.")
     message: str = Field(description="Why the loan was approved or rejected, for people.")
     monthly_installment: Money | None = Field(
         description="Monthly installment of the new loan, a currency amount; null when not approved."
@@ -112,10 +121,10 @@ class CreateLoanOut(BaseModel):
 
 class LoanCustomerOut(BaseModel):
     id: CustomerId
-    first_name: str
-    last_name: str
-    phone_number: int
-    age: int | None
+    first_name: str = Field(description="Given name.")
+    last_name: str = Field(description="Family name.")
+    phone_number: int = Field(description="10-digit phone number.")
+    age: int | None = Field(description="Age in years; null for some ingested customers.")
 
 
 class LoanDetailOut(BaseModel):
@@ -141,7 +150,7 @@ class LoanDetailOut(BaseModel):
     )
 
     loan_id: LoanId
-    customer: LoanCustomerOut
+    customer: LoanCustomerOut = Field(description="The borrower.")
     loan_amount: Money = Field(description="Principal, a currency amount.")
     interest_rate: Rate = Field(description="Interest rate, % per year.")
     monthly_installment: Money = Field(description="Monthly installment, a currency amount.")

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import SessionDep, TodayDep
+from app.deps import ReadSessionDep, SessionDep, TodayDep
 from app.idempotency.service import IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
@@ -37,7 +37,7 @@ PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer iden
     responses=problem_responses(404, 422, 503),
 )
 @router.post("/check-eligibility/", include_in_schema=False)
-async def check_eligibility(data: LoanRequestIn, session: SessionDep, today: TodayDep) -> EligibilityOut:
+async def check_eligibility(data: LoanRequestIn, session: ReadSessionDep, today: TodayDep) -> EligibilityOut:
     return await service.check_eligibility(session, data, today)
 
 
@@ -87,7 +87,7 @@ async def create_loan(
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loan/{loan_id}/", include_in_schema=False)
-async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
+async def view_loan(loan_id: PathLoanId, session: ReadSessionDep) -> LoanDetailOut:
     return await service.get_loan(session, loan_id)
 
 
@@ -104,7 +104,7 @@ async def view_loan(loan_id: PathLoanId, session: SessionDep) -> LoanDetailOut:
 @router.get("/view-loans/{customer_id}/", include_in_schema=False)
 async def view_loans(
     customer_id: PathCustomerId,
-    session: SessionDep,
+    session: ReadSessionDep,
     today: TodayDep,
     status: Annotated[
         LoanStatus, Query(description="Which loans to list.", examples=["all"])

@@ -76,7 +76,7 @@ async def test_check_eligibility_is_one_statement(
 async def test_unknown_customer_eligibility_is_one_statement(
     client: AsyncClient, connection: AsyncConnection
 ) -> None:
-    body = {"customer_id": 2**62, "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
+    body = {"customer_id": 10**12, "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
     with counting(connection) as log:
         response = await client.post("/api/check-eligibility", json=body)
     assert response.status_code == 404, response.text

@@ -105,7 +105,7 @@ def test_every_operation_has(document: dict[str, Any], field: str) -> None:
     missing = [f"{method} {path}" for method, path, op in operations(document) if not op.get(field)]
     if field == "description":  # a summary may say it all for a plain read
         missing = [name for name in missing if not name.startswith("get ")]
-    assert not missing
+    assert not missing, missing
 
 
 def test_every_operation_has_exactly_one_declared_tag(document: dict[str, Any]) -> None:
@@ -185,7 +185,7 @@ def test_every_schema_property_has_a_description(document: dict[str, Any]) -> No
         for prop, definition in schema.get("properties", {}).items()
         if not definition.get("description")
     ]
-    assert not missing
+    assert not missing, missing
 
 
 @pytest.mark.parametrize(

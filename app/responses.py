@@ -7,9 +7,11 @@ from typing import Any
 from app.errors import PROBLEM_BASE, PROBLEM_JSON
 
 DESCRIPTIONS = {
+    400: "The body cannot be read as JSON text (not UTF-8, or nested too deeply to parse).",
     401: "Missing or invalid API key.",
     404: "The customer or loan does not exist.",
-    409: "Conflicts with the current state (for example a phone number already registered).",
+    409: "Conflicts with the current state: a phone number already registered, or a request with the same "
+    "Idempotency-Key still in progress.",
     413: "The request body is larger than 64 KiB.",
     422: "The request is malformed; `errors` names each invalid field.",
     503: "The database is unavailable; retry later.",
@@ -33,6 +35,9 @@ def _example(code: str, title: str, status: int, detail: str, **extensions: Any)
 
 # One realistic problem document per status, shown by the docs and picked up by client generators.
 EXAMPLES = {
+    400: _example(
+        "http-error", "There was an error parsing the body", 400, "There was an error parsing the body"
+    ),
     401: _example(
         "unauthorized",
         "Missing or invalid API key",

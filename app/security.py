@@ -101,14 +101,21 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
     def _match(self, presented: list[bytes]) -> str | None:
-        matched: str | None = None
+        """The principal of the presented key; None when none is presented or any presented one is wrong
+        (a request carrying a valid and an invalid credential is ambiguous, and refused)."""
+        principals = []
         for candidate in presented:
             candidate_digest = _digest(candidate)
+            matched: str | None = None
             # Every configured key is compared, so timing does not tell which one (or whether any) matched.
             for key_digest, principal in self._keys:
                 if hmac.compare_digest(candidate_digest, key_digest):
                     matched = principal
-        return matched
+            if matched is None:
+                return None
+            principals.append(matched)
+        # Two valid keys of two clients in one request: refuse rather than pick one.
+        return principals[0] if principals and len(set(principals)) == 1 else None
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, *, invalid: bool) -> None:
         challenge = f'{_REALM}, error="invalid_token"' if invalid else _REALM
@@ -218,15 +225,17 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def document_security(document: dict[str, Any], settings: Settings) -> None:
-    """Make the OpenAPI document tell the truth about the middlewares above: 413 on every operation that
-    takes a body, and with keys configured the two security schemes and a 401 on every /api/ operation."""
-    too_large = problem_responses(413)[413]
+def document_guards(document: dict[str, Any], settings: Settings) -> None:
+    """Make the OpenAPI document tell the truth about what answers before an endpoint runs: on every
+    operation that takes a body, 413 (this module's limit) and 400 (a body that is not JSON text at all);
+    with keys configured, the two security schemes and a 401 on every /api/ operation."""
+    body_errors = problem_responses(400, 413)
     unauthorized = problem_responses(401)[401]
     for path, operation in _operations(document):
         responses = operation.setdefault("responses", {})
         if "requestBody" in operation:
-            responses.setdefault("413", too_large)
+            for status, response in body_errors.items():
+                responses.setdefault(str(status), response)
         if settings.api_key_list and _is_protected(path):
             operation["security"] = [{BEARER_SCHEME: []}, {API_KEY_SCHEME: []}]
             responses.setdefault("401", unauthorized)
@@ -252,7 +261,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         document = build_openapi()  # cached by FastAPI: the same dict on every call
         if id(document) not in documented:
-            document_security(document, settings)
+            document_guards(document, settings)
             documented.add(id(document))
         return document
 

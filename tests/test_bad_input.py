@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 from httpx import AsyncClient
 
+from app.schemas import MAX_ID
+
 REGISTER = {
     "first_name": "Asha",
     "last_name": "Rao",
@@ -128,8 +130,10 @@ async def test_bad_path_and_query_values(client: AsyncClient, path: str) -> None
 
 
 async def test_largest_valid_id_is_a_clean_404(client: AsyncClient) -> None:
-    assert_problem(await client.get(f"/api/view-loan/{BIG - 1}"), 404)
-    assert_problem(await client.get(f"/api/view-loans/{BIG - 1}"), 404)
+    # MAX_ID is 2**53 - 1, the largest integer every JSON client holds exactly (see app/schemas.py).
+    assert_problem(await client.get(f"/api/view-loan/{MAX_ID}"), 404)
+    assert_problem(await client.get(f"/api/view-loans/{MAX_ID}"), 404)
+    assert_problem(await client.get(f"/api/view-loan/{MAX_ID + 1}"), 422)
 
 
 async def test_unknown_route_and_method_are_problem_json(client: AsyncClient) -> None:

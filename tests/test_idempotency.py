@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from arq.connections import RedisSettings
+from arq.worker import Worker
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
@@ -108,6 +111,7 @@ async def test_the_same_key_with_another_body_is_rejected(
     assert other.status_code == 422, other.text
     assert other.headers["content-type"] == "application/problem+json"
     assert other.json()["field"] == "Idempotency-Key"
+    assert other.json()["type"].endswith("/idempotency-key-reused")
     assert await count_loans(client, customer["customer_id"]) == 1
 
 
@@ -177,7 +181,7 @@ async def test_an_error_stores_nothing_and_leaves_the_key_usable(
     client: AsyncClient, make_customer: Callable[..., Any]
 ) -> None:
     headers = {"Idempotency-Key": new_key()}
-    missing = await client.post("/api/create-loan", json={"customer_id": 2**62, **LOAN}, headers=headers)
+    missing = await client.post("/api/create-loan", json={"customer_id": 2**52, **LOAN}, headers=headers)
     assert missing.status_code == 404
     customer = await make_customer()
 
@@ -294,6 +298,7 @@ async def test_a_retry_while_the_first_is_in_flight_is_a_409(live: tuple[str, Fa
 
     assert retry.status_code == 409, retry.text
     assert retry.headers["content-type"] == "application/problem+json"
+    assert retry.json()["type"].endswith("/idempotency-key-in-flight")
     assert elapsed < 1, f"the in-flight check waited {elapsed:.2f}s instead of answering at once"
     first_response = await asyncio.wait_for(first, timeout=10)
     assert first_response.status_code == 201
@@ -399,3 +404,49 @@ async def test_the_cron_job_runs_without_an_engine_in_its_context(
 ) -> None:
     url, _, _ = live
     assert await purge_expired_idempotency_keys({"settings": live_settings(url)}) >= 0
+
+
+# ARQ's own shutdown calls redis-py's deprecated close(); nothing of ours.
+@pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+async def test_the_worker_runs_the_purge_as_a_cron_job(live: tuple[str, FastAPI, AsyncClient]) -> None:
+    """worker.WorkerSettings schedules the purge; a real ARQ worker (burst mode, real Redis) runs it."""
+    import worker
+
+    url, _, client = live
+    customer = await register(client)
+    key = new_key()
+    body = {"customer_id": customer["customer_id"], **LOAN}
+    assert (
+        await client.post("/api/create-loan", json=body, headers={"Idempotency-Key": key})
+    ).status_code == 201
+    connection = await connect(url)
+    try:
+        await connection.execute(
+            "UPDATE idempotency_keys SET expires_at = now() - interval '1 s' WHERE key = $1", key
+        )
+        jobs = [
+            job for job in worker.WorkerSettings.cron_jobs if job.coroutine is purge_expired_idempotency_keys
+        ]
+        assert len(jobs) == 1
+        settings = live_settings(url)
+        arq_worker = Worker(
+            functions=[],
+            cron_jobs=[dataclasses.replace(jobs[0], run_at_startup=True, next_run=None)],
+            redis_settings=RedisSettings.from_dsn(settings.redis_url),
+            queue_name=settings.arq_queue_name,
+            on_startup=worker.startup,
+            on_shutdown=worker.shutdown,
+            ctx={"settings": settings},
+            burst=True,
+            poll_delay=0.05,
+            handle_signals=False,
+        )
+        try:
+            await asyncio.wait_for(arq_worker.main(), timeout=20)
+        finally:
+            await arq_worker.close()
+        remaining = await connection.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = $1", key)
+    finally:
+        await connection.close()
+    assert arq_worker.jobs_complete == 1
+    assert remaining == 0

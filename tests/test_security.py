@@ -73,6 +73,9 @@ REFUSED = {
     "prefix of a key": {"X-API-Key": KEYS[0][:-1]},
     "key plus a suffix": {"X-API-Key": KEYS[0] + "x"},
     "the key list itself": {"X-API-Key": ",".join(KEYS)},
+    "a valid X-API-Key with a wrong bearer": {"Authorization": "Bearer nope", "X-API-Key": KEYS[1]},
+    "a valid bearer with a wrong X-API-Key": {"Authorization": f"Bearer {KEYS[0]}", "X-API-Key": "nope"},
+    "two clients' keys at once": {"Authorization": f"Bearer {KEYS[0]}", "X-API-Key": KEYS[1]},
 }
 ACCEPTED = {
     "bearer, first key": {"Authorization": f"Bearer {KEYS[0]}"},
@@ -80,7 +83,7 @@ ACCEPTED = {
     "bearer, lower-case scheme": {"Authorization": f"bearer {KEYS[0]}"},
     "X-API-Key, first key": {"X-API-Key": KEYS[0]},
     "X-API-Key, second key": {"X-API-Key": KEYS[1]},
-    "wrong bearer but a valid X-API-Key": {"Authorization": "Bearer nope", "X-API-Key": KEYS[1]},
+    "the same key in both headers": {"Authorization": f"Bearer {KEYS[1]}", "X-API-Key": KEYS[1]},
 }
 
 

@@ -39,6 +39,14 @@ JSON = "application/json"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+class KeyReused(InvalidRequest):
+    code, title = "idempotency-key-reused", "Idempotency-Key reused with another request"
+
+
+class KeyInFlight(Conflict):
+    code, title = "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress"
+
+
 def fingerprint(body: bytes) -> str:
     """sha256 of the body as canonical JSON: key order and whitespace do not make two bodies different."""
     try:
@@ -86,7 +94,7 @@ class Idempotency:
         )
         if stored is not None:
             if stored.fingerprint != claim.fingerprint:
-                raise InvalidRequest(
+                raise KeyReused(
                     "This Idempotency-Key was already used with a different request body.",
                     field="Idempotency-Key",
                 )
@@ -104,7 +112,7 @@ class Idempotency:
         principal: str = getattr(request.state, "principal", "") or ""
         method_path = f"{request.method} {request.url.path.rstrip('/')}"
         if not await queries.try_lock(self._session, _lock_id(principal, method_path, key)):
-            raise Conflict(
+            raise KeyInFlight(
                 "A request with this Idempotency-Key is still being processed; retry later.",
                 field="Idempotency-Key",
             )
@@ -125,7 +133,7 @@ class Idempotency:
             ttl=dt.timedelta(seconds=self._request.app.state.settings.idempotency_ttl_s),
         )
         if not stored:  # cannot happen while we hold the key's lock; never overwrite a live response
-            raise Conflict("This Idempotency-Key is in use; retry later.", field="Idempotency-Key")
+            raise KeyInFlight("This Idempotency-Key is in use; retry later.", field="Idempotency-Key")
         # The first answer carries the same bytes a replay will, so clients see one response, twice.
         return Response(body, status_code=status_code, media_type=JSON)
 

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from app.credit.policy import Reason
-from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, Rate
+from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, MoneyIn, PercentIn, Rate, WholeNumber
 
 LOAN_REQUEST_EXAMPLE = {"customer_id": 42, "loan_amount": 200000, "interest_rate": 10.5, "tenure": 24}
 # create-loan's 200: what a rejection looks like (the 201 example is CreateLoanOut's own).
@@ -25,7 +24,7 @@ class LoanRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [LOAN_REQUEST_EXAMPLE]})
 
     customer_id: CustomerId
-    loan_amount: Decimal = Field(
+    loan_amount: MoneyIn = Field(
         gt=0,
         le=MAX_MONEY,
         max_digits=14,
@@ -33,7 +32,7 @@ class LoanRequestIn(BaseModel):
         description="Principal requested, a currency amount (> 0, at most 2 decimals).",
         examples=[200000],
     )
-    interest_rate: Decimal = Field(
+    interest_rate: PercentIn = Field(
         ge=0,
         le=100,
         max_digits=5,
@@ -41,7 +40,7 @@ class LoanRequestIn(BaseModel):
         description="Requested interest rate in % per year (0-100).",
         examples=[10.5],
     )
-    tenure: Annotated[int, Strict()] = Field(
+    tenure: Annotated[int, Strict(), WholeNumber] = Field(
         ge=1, le=600, description="Duration in months (1-600).", examples=[24]
     )
 

@@ -450,3 +450,16 @@ async def test_the_worker_runs_the_purge_as_a_cron_job(live: tuple[str, FastAPI,
         await connection.close()
     assert arq_worker.jobs_complete == 1
     assert remaining == 0
+
+
+async def test_the_document_declares_the_key_and_the_replay_header(client: AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    for path, statuses in [("/api/register", ["201"]), ("/api/create-loan", ["201", "200"])]:
+        operation = document["paths"][path]["post"]
+        (parameter,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+        assert parameter["in"] == "header" and not parameter.get("required", False)
+        for status in statuses:
+            assert "Idempotent-Replayed" in operation["responses"][status]["headers"], (path, status)
+        assert "409" in operation["responses"] and "422" in operation["responses"]
+    for path in ["/api/check-eligibility"]:
+        assert "Idempotency-Key" not in str(document["paths"][path]["post"].get("parameters", []))

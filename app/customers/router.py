@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response, status
 from app.customers import service
 from app.customers.schemas import CustomerOut, RegisterRequest
 from app.deps import SessionDep
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.responses import problem_responses
 from app.retry import TransactionRetryRoute
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api", tags=["customers"], route_class=TransactionRet
     "rounded half-up to the nearest 100,000.",
     response_model=CustomerOut,
     response_description="The registered customer, with their approved limit.",
-    responses=problem_responses(409, 422, 503),
+    responses={201: {"headers": REPLAYED_HEADER_DOC}, **problem_responses(409, 422, 503)},
 )
 @router.post(
     "/register/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False

@@ -19,7 +19,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
@@ -37,6 +37,15 @@ KEY_PATTERN = r"^[!-~]{1,255}$"
 JSON = "application/json"
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# OpenAPI: the header a replayed answer carries, for the responses of the routes that take a key.
+REPLAYED_HEADER_DOC: dict[str, Any] = {
+    REPLAYED_HEADER: {
+        "description": "`true` when this is the stored answer to an earlier request with the same "
+        "Idempotency-Key (nothing was done again); absent otherwise.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 
 class KeyReused(InvalidRequest):

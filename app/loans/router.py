@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from app.deps import ReadSessionDep, SessionDep, TodayDep
-from app.idempotency.service import IdempotencyDep
+from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
     REJECTED_LOAN_EXAMPLE,
@@ -52,10 +52,12 @@ async def check_eligibility(data: LoanRequestIn, session: ReadSessionDep, today:
     response_model=CreateLoanOut,
     response_description="Approved: the loan was stored.",
     responses={
+        201: {"headers": REPLAYED_HEADER_DOC},
         200: {
             "model": CreateLoanOut,
             "description": "Not approved: nothing was stored.",
             "content": {"application/json": {"example": REJECTED_LOAN_EXAMPLE}},
+            "headers": REPLAYED_HEADER_DOC,
         },
         **problem_responses(404, 409, 422, 503),
     },

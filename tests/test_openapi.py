@@ -209,7 +209,8 @@ def test_quantities_state_their_units(document: dict[str, Any], needle: re.Patte
 
 def test_problem_schema_is_declared(document: dict[str, Any]) -> None:
     problem = document["components"]["schemas"]["Problem"]
-    assert {"type", "title", "status", "detail", "instance", "request_id", "errors"} <= set(problem["properties"])
+    expected = {"type", "title", "status", "detail", "instance", "request_id", "errors"}
+    assert expected <= set(problem["properties"])
     assert problem["required"] == ["type", "title", "status", "detail"]
 
 

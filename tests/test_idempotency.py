@@ -299,7 +299,7 @@ async def test_a_retry_while_the_first_is_in_flight_is_a_409(live: tuple[str, Fa
     assert retry.status_code == 409, retry.text
     assert retry.headers["content-type"] == "application/problem+json"
     assert retry.json()["type"].endswith("/idempotency-key-in-flight")
-    assert elapsed < 1, f"the in-flight check waited {elapsed:.2f}s instead of answering at once"
+    assert elapsed < 2, f"the in-flight check waited {elapsed:.2f}s instead of answering at once"
     first_response = await asyncio.wait_for(first, timeout=10)
     assert first_response.status_code == 201
     after = await client.post("/api/create-loan", json=body, headers=headers)

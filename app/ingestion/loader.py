@@ -1,28 +1,34 @@
-"""Batches of validated rows -> COPY into a TEMP staging table -> one merge into the real table.
+"""Batches of validated rows -> COPY into TEMP staging tables -> merged into the real tables.
 
-Everything for one file runs inside the caller's transaction, so a file loads completely or not at all,
-and the identity sequences are moved past the largest id before it commits. Merges are written so that
-running the same file again changes nothing: updates only touch rows whose values differ.
+Everything for one file runs inside the caller's transaction: a file loads completely or not at all, and
+the identity sequences are moved past the largest id before it commits. Merges only write rows whose
+values differ, so running the same file again changes nothing.
 
-Loan IDs: a loan keeps its workbook Loan ID as its loan_id unless that id is already taken (by a row
-already in the table, or by an earlier row of the same file); then it gets a fresh id from the identity
-sequence and keeps the workbook's number in source_loan_id. A loan already loaded (same customer, same
-source_loan_id) is updated in place and keeps whatever loan_id it has.
+Customers (a tenth of the rows) are merged once, at the end of the file. Loans are merged batch by batch,
+still inside the one transaction, so PostgreSQL writes batch n while the reader process parses batch n+1:
+a single merge at the end would add its whole duration to the load.
+
+Loan IDs: a loan keeps its workbook Loan ID as its loan_id unless that id is already taken, by a row
+already in the table or by an earlier new loan of the same file; such a loan is "deferred" and inserted
+at the end of the file with a fresh id from the identity sequence (drawn only once the sequence is past
+every Loan ID in the file, so a fresh id can never take a Loan ID a later row needs). The workbook's
+number stays in source_loan_id. A loan already loaded (same customer and source_loan_id) is updated in
+place and keeps whatever loan_id it has.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.ingestion.reader import MAX_REPORTED_ERRORS, Batch, RowError, SheetHeader
+from app.ingestion.reader import MAX_REPORTED_ERRORS, RowError, SheetHeader
 
-# Serialises ingestions (two workers, or ARQ running a job twice): one file merges at a time.
+# Serialises ingestions (two workers, or ARQ running a job twice): one file loads at a time.
 _INGESTION_LOCK_KEY = 0x6372_6564_6974  # "credit"
 
 FileKind = Literal["customers", "loans"]
@@ -38,9 +44,7 @@ class RowIssue(BaseModel):
 
 class DuplicateRow(BaseModel):
     row: int = Field(description="Row that was superseded.")
-    kept_row: int = Field(
-        description="Later row with the same key, which was loaded instead (last row wins)."
-    )
+    kept_row: int = Field(description="Later row with the same key that replaced it (last row wins).")
     customer_id: int
     loan_id: int | None = Field(default=None, description="Workbook Loan ID (loans file only).")
 
@@ -81,7 +85,23 @@ class FileReport(BaseModel):
     rekeyed_loans: list[RekeyedLoan] = Field(default_factory=list, description="Every re-keyed loan.")
 
 
+class BatchInfo(BaseModel):
+    """What the reader says about a batch besides its rows (which come as CSV)."""
+
+    rows: int
+    rows_read: int = Field(description="Cumulative for the file.")
+    skipped: int
+    error_count: int
+    errors: list[RowError]
+    max_loan_id: int = 0
+
+
 Executor = AsyncConnection | AsyncSession
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    """COPY's source as an async iterable: asyncpg would take plain bytes for a file name."""
+    yield data
 
 
 async def advance_identity_sequences(conn: Executor) -> None:
@@ -105,7 +125,7 @@ async def _advance_sequence(conn: Executor, table: str, column: str, at_least: i
                 SELECT GREATEST(
                     (SELECT COALESCE(MAX({column}), 0) FROM {table}),
                     COALESCE(pg_sequence_last_value((SELECT id FROM seq)), 0),
-                    :at_least
+                    CAST(:at_least AS bigint)
                 ) AS value
             )
             SELECT setval((SELECT id FROM seq), GREATEST(value, 1), value >= 1) FROM top
@@ -116,12 +136,12 @@ async def _advance_sequence(conn: Executor, table: str, column: str, at_least: i
 
 
 class _Loader:
-    """Stages batches with COPY, then merges; one instance per file, inside one transaction."""
+    """One file: `start`, then `add_batch` per batch, then `finish`; all in the caller's transaction."""
 
     kind: ClassVar[FileKind]
-    staging: ClassVar[str]
-    staging_ddl: ClassVar[str]
-    columns: ClassVar[Sequence[str]]
+    copy_table: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+    ddl: ClassVar[tuple[str, ...]]
 
     def __init__(self, conn: AsyncConnection, path: str, header: SheetHeader) -> None:
         self.conn = conn
@@ -130,37 +150,57 @@ class _Loader:
         self.started = time.perf_counter()
         self.rows_read = self.skipped = self.error_count = 0
         self.errors: list[RowError] = []
+        self.duplicates = 0
+        self.duplicate_rows: list[DuplicateRow] = []
         self._driver: Any = None
 
     async def start(self) -> None:
         await self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGESTION_LOCK_KEY})
-        await self.conn.execute(text(self.staging_ddl))
+        for statement in self.ddl:
+            await self.conn.execute(text(statement))
         raw = await self.conn.get_raw_connection()
         self._driver = raw.driver_connection  # asyncpg: COPY is not part of the DB-API
 
-    async def stage(self, batch: Batch) -> None:
-        self.rows_read = batch.rows_read
-        self.skipped += batch.skipped
-        self.error_count += batch.error_count
-        self.errors.extend(batch.errors)
-        if batch.rows:
-            await self._driver.copy_records_to_table(self.staging, records=batch.rows, columns=self.columns)
+    async def add_batch(self, info: BatchInfo, csv_rows: bytes) -> None:
+        self.rows_read = info.rows_read
+        self.skipped += info.skipped
+        self.error_count += info.error_count
+        self.errors.extend(info.errors)
+        if info.rows:
+            await self._driver.copy_to_table(
+                self.copy_table, source=_chunks(csv_rows), columns=list(self.columns), format="csv"
+            )
+            await self._merge_batch(info)
+
+    async def _merge_batch(self, info: BatchInfo) -> None:
+        """Per-batch work after the COPY; nothing by default."""
 
     async def finish(self) -> FileReport:
-        """Merge the staged rows, advance the sequences, and say what happened."""
         raise NotImplementedError
 
     async def _rows(self, sql: str, **params: Any) -> list[Any]:
         return list((await self.conn.execute(text(sql), params)).all())
 
-    async def _scalar(self, sql: str, **params: Any) -> Any:
-        return (await self.conn.execute(text(sql), params)).scalar_one()
+    async def _one(self, sql: str, **params: Any) -> Any:
+        return (await self.conn.execute(text(sql), params)).one()
 
-    def _reject(self, rows: list[Any], total: int, column: str, reason: Any) -> None:
-        """Record rows the database side rejected (first MAX_REPORTED_ERRORS given; `total` of them)."""
-        self.skipped += total
-        self.error_count += total
-        self.errors.extend(RowError(self.header.sheet, r.row_number, column, reason(r), None) for r in rows)
+    def _reject(self, rows: list[Any], field: str, reason: Any) -> None:
+        """Record rows the database side rejected: they count as skipped, with a reason each."""
+        self.skipped += len(rows)
+        self.error_count += len(rows)
+        column = self.header.headers[field]
+        room = max(MAX_REPORTED_ERRORS - len(self.errors), 0)
+        self.errors.extend(
+            RowError(self.header.sheet, r.row_number, column, reason(r), None) for r in rows[:room]
+        )
+
+    def _superseded(self, rows: list[Any]) -> None:
+        self.duplicates += len(rows)
+        room = max(MAX_REPORTED_ERRORS - len(self.duplicate_rows), 0)
+        self.duplicate_rows.extend(
+            DuplicateRow(row=r.row_number, kept_row=r.kept_row, customer_id=r.customer_id, loan_id=r.loan_id)
+            for r in rows[:room]
+        )
 
     def _report(self, **counts: Any) -> FileReport:
         errors = sorted(self.errors, key=lambda e: (e.row, e.column))[:MAX_REPORTED_ERRORS]
@@ -170,6 +210,8 @@ class _Loader:
             sheet=self.header.sheet,
             rows_read=self.rows_read,
             skipped=self.skipped,
+            duplicates=self.duplicates,
+            duplicate_rows=sorted(self.duplicate_rows, key=lambda d: d.row),
             seconds=round(time.perf_counter() - self.started, 3),
             ignored_columns=self.header.ignored,
             derived_columns=self.header.derived,
@@ -178,34 +220,10 @@ class _Loader:
             **counts,
         )
 
-    def _header_of(self, field: str) -> str:
-        return next(c.header for c in self.header.columns if c.field.name == field)
-
-    async def _duplicates(self, key: str, final: str) -> tuple[int, list[DuplicateRow]]:
-        """Rows superseded by a later row with the same key: staged minus kept, and the first few."""
-        total = await self._scalar(
-            f"SELECT (SELECT count(*) FROM {self.staging}) - (SELECT count(*) FROM {final})"
-        )
-        if not total:
-            return 0, []
-        loan = "s.source_loan_id" if "source_loan_id" in key else "NULL::bigint"
-        rows = await self._rows(
-            f"""
-            SELECT s.row_number, f.row_number AS kept_row, s.customer_id, {loan} AS loan_id
-            FROM {self.staging} s JOIN {final} f USING ({key})
-            WHERE s.row_number <> f.row_number ORDER BY s.row_number LIMIT :limit
-            """,
-            limit=MAX_REPORTED_ERRORS,
-        )
-        return total, [
-            DuplicateRow(row=r.row_number, kept_row=r.kept_row, customer_id=r.customer_id, loan_id=r.loan_id)
-            for r in rows
-        ]
-
 
 class CustomerLoader(_Loader):
     kind = "customers"
-    staging = "ingest_customers"
+    copy_table = "ingest_customers"
     columns = (
         "row_number",
         "customer_id",
@@ -216,7 +234,8 @@ class CustomerLoader(_Loader):
         "monthly_salary",
         "approved_limit",
     )
-    staging_ddl = """
+    ddl = (
+        """
         CREATE TEMP TABLE ingest_customers (
             row_number integer NOT NULL,
             customer_id bigint NOT NULL,
@@ -227,7 +246,8 @@ class CustomerLoader(_Loader):
             monthly_salary numeric(14, 2) NOT NULL,
             approved_limit numeric(14, 2) NOT NULL
         ) ON COMMIT DROP
-    """
+        """,
+    )
 
     async def finish(self) -> FileReport:
         # Last row wins for a Customer ID repeated in the file.
@@ -239,44 +259,42 @@ class CustomerLoader(_Loader):
                 """
             )
         )
-        duplicates, duplicate_rows = await self._duplicates("customer_id", "ingest_customers_final")
-        await self._drop_phone_conflicts()
-        inserted, updated = (
-            await self.conn.execute(
-                text(
-                    """
-                    WITH written AS (
-                        INSERT INTO customers AS c (customer_id, first_name, last_name, age, phone_number,
-                                                    monthly_salary, approved_limit)
-                        SELECT customer_id, first_name, last_name, age, phone_number, monthly_salary,
-                               approved_limit
-                        FROM ingest_customers_final
-                        ON CONFLICT (customer_id) DO UPDATE SET
-                            first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name,
-                            age = EXCLUDED.age, phone_number = EXCLUDED.phone_number,
-                            monthly_salary = EXCLUDED.monthly_salary, approved_limit = EXCLUDED.approved_limit
-                        -- A row the file repeats exactly is not rewritten: a second run changes nothing.
-                        WHERE (c.first_name, c.last_name, c.age, c.phone_number, c.monthly_salary,
-                               c.approved_limit)
-                              IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.age,
-                                                EXCLUDED.phone_number, EXCLUDED.monthly_salary,
-                                                EXCLUDED.approved_limit)
-                        RETURNING xmax = 0 AS inserted
-                    )
-                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
-                    """
-                )
+        self._superseded(
+            await self._rows(
+                """
+                SELECT s.row_number, f.row_number AS kept_row, s.customer_id, NULL::bigint AS loan_id
+                FROM ingest_customers s JOIN ingest_customers_final f USING (customer_id)
+                WHERE s.row_number <> f.row_number ORDER BY s.row_number
+                """
             )
-        ).one()
-        kept = await self._scalar("SELECT count(*) FROM ingest_customers_final")
+        )
+        await self._drop_phone_conflicts()
+        inserted, updated, kept = await self._one(
+            """
+            WITH written AS (
+                INSERT INTO customers AS c (customer_id, first_name, last_name, age, phone_number,
+                                            monthly_salary, approved_limit)
+                SELECT customer_id, first_name, last_name, age, phone_number, monthly_salary, approved_limit
+                FROM ingest_customers_final
+                ON CONFLICT (customer_id) DO UPDATE SET
+                    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, age = EXCLUDED.age,
+                    phone_number = EXCLUDED.phone_number, monthly_salary = EXCLUDED.monthly_salary,
+                    approved_limit = EXCLUDED.approved_limit
+                -- A row the file repeats exactly is not rewritten: a second run changes nothing.
+                WHERE (c.first_name, c.last_name, c.age, c.phone_number, c.monthly_salary, c.approved_limit)
+                      IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.age,
+                                        EXCLUDED.phone_number, EXCLUDED.monthly_salary,
+                                        EXCLUDED.approved_limit)
+                RETURNING xmax = 0 AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+                   (SELECT count(*) FROM ingest_customers_final)
+            FROM written
+            """
+        )
         await advance_identity_sequences(self.conn)
         return self._report(
-            inserted=inserted,
-            updated=updated,
-            unchanged=kept - inserted - updated,
-            duplicates=duplicates,
-            duplicate_rows=duplicate_rows,
-            rekeyed=0,
+            inserted=inserted, updated=updated, unchanged=kept - inserted - updated, rekeyed=0
         )
 
     async def _drop_phone_conflicts(self) -> None:
@@ -304,180 +322,308 @@ class CustomerLoader(_Loader):
             ),
             dropped AS (
                 DELETE FROM ingest_customers_final f USING conflicts c WHERE f.row_number = c.row_number
-                RETURNING f.row_number
             )
-            SELECT (SELECT count(*) FROM dropped) AS total, c.*
-            FROM conflicts c ORDER BY c.row_number LIMIT :limit
-            """,
-            limit=MAX_REPORTED_ERRORS,
+            SELECT * FROM conflicts ORDER BY row_number
+            """
         )
-        if rows:
 
-            def reason(r: Any) -> str:
-                where = f"row {r.holder_row}" if r.holder_row else "an existing customer"
-                return f"phone number {r.phone_number} already belongs to customer {r.holder} ({where})"
+        def reason(r: Any) -> str:
+            where = f"on row {r.holder_row}" if r.holder_row else "already in the database"
+            return f"phone number {r.phone_number} belongs to customer {r.holder} ({where})"
 
-            self._reject(rows, rows[0].total, self._header_of("phone_number"), reason)
+        self._reject(rows, "phone_number", reason)
+
+
+_LOAN_VALUES = (
+    "loan_amount, tenure, interest_rate, monthly_installment, emis_paid_on_time, start_date, end_date"
+)
+_LOAN_COLUMNS_DDL = """
+    customer_id bigint NOT NULL,
+    source_loan_id bigint NOT NULL,
+    loan_amount numeric(14, 2) NOT NULL,
+    tenure integer NOT NULL,
+    interest_rate numeric(5, 2) NOT NULL,
+    monthly_installment numeric(14, 2) NOT NULL,
+    emis_paid_on_time integer NOT NULL,
+    start_date date NOT NULL,
+    end_date date NOT NULL
+"""
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in _LOAN_VALUES.split(", "))
 
 
 class LoanLoader(_Loader):
     kind = "loans"
-    staging = "ingest_loans"
-    columns = (
-        "row_number",
-        "customer_id",
-        "source_loan_id",
-        "loan_amount",
-        "tenure",
-        "interest_rate",
-        "monthly_installment",
-        "emis_paid_on_time",
-        "start_date",
-        "end_date",
-    )
-    staging_ddl = """
-        CREATE TEMP TABLE ingest_loans (
+    copy_table = "ingest_batch"
+    columns = ("row_number", "customer_id", "source_loan_id", *_LOAN_VALUES.split(", "))
+    ddl = (
+        # One batch as read, then as merged (one row per key, with where it goes).
+        f"CREATE TEMP TABLE ingest_batch (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL}) ON COMMIT DROP",
+        f"""
+        CREATE TEMP TABLE ingest_merge (
             row_number integer NOT NULL,
+            first_row integer NOT NULL,
+            {_LOAN_COLUMNS_DDL},
+            existing_loan_id bigint,
+            seen_row integer,
+            deferred boolean NOT NULL,
+            claim_rank integer NOT NULL
+        ) ON COMMIT DROP
+        """,
+        # Every key of the file so far and the row that last set it: duplicates across batches.
+        """
+        CREATE TEMP TABLE ingest_seen (
             customer_id bigint NOT NULL,
             source_loan_id bigint NOT NULL,
-            loan_amount numeric(14, 2) NOT NULL,
-            tenure integer NOT NULL,
-            interest_rate numeric(5, 2) NOT NULL,
-            monthly_installment numeric(14, 2) NOT NULL,
-            emis_paid_on_time integer NOT NULL,
-            start_date date NOT NULL,
-            end_date date NOT NULL
+            row_number integer NOT NULL,
+            PRIMARY KEY (customer_id, source_loan_id)
         ) ON COMMIT DROP
-    """
+        """,
+        # New loans whose Loan ID was taken: inserted with fresh ids when the file ends.
+        f"""
+        CREATE TEMP TABLE ingest_deferred (
+            row_number integer NOT NULL,
+            first_row integer NOT NULL,
+            {_LOAN_COLUMNS_DDL},
+            PRIMARY KEY (customer_id, source_loan_id)
+        ) ON COMMIT DROP
+        """,
+    )
 
-    async def finish(self) -> FileReport:
+    def __init__(self, conn: AsyncConnection, path: str, header: SheetHeader) -> None:
+        super().__init__(conn, path, header)
+        self.inserted = self.updated = self.existing = 0
+        self.max_loan_id = 0
+        self.rekeyed: dict[tuple[int, int], RekeyedLoan] = {}
+
+    async def _merge_batch(self, info: BatchInfo) -> None:
+        if info.max_loan_id > self.max_loan_id:
+            # Past every Loan ID seen so far before claiming any: a loan created through the API meanwhile
+            # (nextval) cannot take one of them.
+            self.max_loan_id = info.max_loan_id
+            await _advance_sequence(self.conn, "loans", "loan_id", self.max_loan_id)
+        # Statistics for the planner: without them it guesses a temp table's size and may join a batch
+        # of thousands to a million-row table by scanning the big one, once per batch.
+        await self.conn.execute(text("ANALYZE ingest_batch"))
         await self._drop_unknown_customers()
-        # Move the sequence past every workbook Loan ID first: from here on, a loan created through the
-        # API (nextval) cannot take an id this file is about to claim.
-        max_source = await self._scalar("SELECT COALESCE(max(source_loan_id), 0) FROM ingest_loans")
-        await _advance_sequence(self.conn, "loans", "loan_id", max_source)
-        await self._assign_loan_ids()
-        duplicates, duplicate_rows = await self._duplicates(
-            "customer_id, source_loan_id", "ingest_loans_final"
-        )
-        inserted, updated = (
-            await self.conn.execute(
-                text(
-                    """
-                    WITH written AS (
-                        INSERT INTO loans AS l (loan_id, customer_id, source_loan_id, loan_amount, tenure,
-                                                interest_rate, monthly_installment, emis_paid_on_time,
-                                                start_date, end_date)
-                        SELECT loan_id, customer_id, source_loan_id, loan_amount, tenure, interest_rate,
-                               monthly_installment, emis_paid_on_time, start_date, end_date
-                        FROM ingest_loans_final
-                        ON CONFLICT (customer_id, source_loan_id) DO UPDATE SET
-                            loan_amount = EXCLUDED.loan_amount, tenure = EXCLUDED.tenure,
-                            interest_rate = EXCLUDED.interest_rate,
-                            monthly_installment = EXCLUDED.monthly_installment,
-                            emis_paid_on_time = EXCLUDED.emis_paid_on_time,
-                            start_date = EXCLUDED.start_date, end_date = EXCLUDED.end_date
-                        WHERE (l.loan_amount, l.tenure, l.interest_rate, l.monthly_installment,
-                               l.emis_paid_on_time, l.start_date, l.end_date)
-                              IS DISTINCT FROM (EXCLUDED.loan_amount, EXCLUDED.tenure, EXCLUDED.interest_rate,
-                                                EXCLUDED.monthly_installment, EXCLUDED.emis_paid_on_time,
-                                                EXCLUDED.start_date, EXCLUDED.end_date)
-                        RETURNING xmax = 0 AS inserted
-                    )
-                    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
-                    """
-                )
-            )
-        ).one()
-        kept = await self._scalar("SELECT count(*) FROM ingest_loans_final")
-        rekeyed = await self._rekeyed()
-        await advance_identity_sequences(self.conn)
-        return self._report(
-            inserted=inserted,
-            updated=updated,
-            unchanged=kept - inserted - updated,
-            duplicates=duplicates,
-            duplicate_rows=duplicate_rows,
-            rekeyed=len(rekeyed),
-            rekeyed_loans=rekeyed,
-        )
+        counts = await self._build_merge_set()
+        await self.conn.execute(text("ANALYZE ingest_merge"))
+        if counts.superseded:
+            self._superseded(await self._duplicates())
+        if counts.existing:
+            self.updated += await self._update_existing()
+        if counts.deferred:
+            await self._update_deferred()
+        if counts.new:
+            self.inserted += await self._insert_new()
+        await self._remember()
+        await self.conn.execute(text("TRUNCATE ingest_batch, ingest_merge"))
 
     async def _drop_unknown_customers(self) -> None:
         rows = await self._rows(
             """
-            WITH dropped AS (
-                DELETE FROM ingest_loans s
-                WHERE NOT EXISTS (SELECT 1 FROM customers c WHERE c.customer_id = s.customer_id)
-                RETURNING row_number, customer_id
-            )
-            SELECT (SELECT count(*) FROM dropped) AS total, d.*
-            FROM dropped d ORDER BY d.row_number LIMIT :limit
-            """,
-            limit=MAX_REPORTED_ERRORS,
+            DELETE FROM ingest_batch b
+            WHERE (SELECT 1 FROM customers c WHERE c.customer_id = b.customer_id) IS NULL
+            RETURNING row_number, customer_id
+            """
         )
-        if rows:
-            self._reject(
-                rows,
-                rows[0].total,
-                self._header_of("customer_id"),
-                lambda r: f"unknown customer {r.customer_id}",
+        self._reject(sorted(rows), "customer_id", lambda r: f"unknown customer {r.customer_id}")
+
+    async def _build_merge_set(self) -> Any:
+        """One row per (customer, Loan ID) of the batch, the last; where it stands; counts for the rest."""
+        counts = await self._one(
+            f"""
+            WITH last_rows AS (
+                SELECT DISTINCT ON (customer_id, source_loan_id) *,
+                       min(row_number) OVER (PARTITION BY customer_id, source_loan_id) AS first_row
+                FROM ingest_batch
+                ORDER BY customer_id, source_loan_id, row_number DESC
+            ),
+            placed AS MATERIALIZED (  -- each probe once, though several expressions below use it
+                SELECT r.*,
+                       (SELECT l.loan_id FROM loans l
+                        WHERE l.customer_id = r.customer_id AND l.source_loan_id = r.source_loan_id)
+                           AS existing_loan_id,
+                       (SELECT s.row_number FROM ingest_seen s
+                        WHERE s.customer_id = r.customer_id AND s.source_loan_id = r.source_loan_id)
+                           AS seen_row,
+                       (SELECT true FROM ingest_deferred d
+                        WHERE d.customer_id = r.customer_id AND d.source_loan_id = r.source_loan_id)
+                           IS NOT NULL AS deferred
+                FROM last_rows r
+            ),
+            merged AS (
+                INSERT INTO ingest_merge
+                SELECT row_number, first_row, customer_id, source_loan_id, {_LOAN_VALUES},
+                       existing_loan_id, seen_row, deferred,
+                       -- Among new loans sharing a Loan ID, the first in the file may claim it.
+                       row_number() OVER (PARTITION BY existing_loan_id IS NULL AND NOT deferred,
+                                          source_loan_id ORDER BY first_row)
+                FROM placed
+                RETURNING existing_loan_id, seen_row, deferred
             )
+            SELECT
+                (SELECT count(*) FROM ingest_batch) - count(*) + count(seen_row) AS superseded,
+                count(*) FILTER (WHERE existing_loan_id IS NOT NULL) AS existing,
+                -- Already in the table before this file: inserted, updated or unchanged by it.
+                count(*) FILTER (WHERE existing_loan_id IS NOT NULL AND seen_row IS NULL) AS preexisting,
+                count(*) FILTER (WHERE deferred) AS deferred,
+                count(*) FILTER (WHERE existing_loan_id IS NULL AND NOT deferred) AS new
+            FROM merged
+            """
+        )
+        self.existing += counts.preexisting
+        return counts
 
-    async def _assign_loan_ids(self) -> None:
-        """Build the merge set: one row per (customer, Loan ID), the last in the file, with its loan_id.
+    async def _duplicates(self) -> list[Any]:
+        """Rows superseded by a later row with the same key: within the batch, or from an earlier batch."""
+        return await self._rows(
+            """
+            SELECT b.row_number, m.row_number AS kept_row, b.customer_id, b.source_loan_id AS loan_id
+            FROM ingest_batch b JOIN ingest_merge m USING (customer_id, source_loan_id)
+            WHERE b.row_number <> m.row_number
+            UNION ALL
+            SELECT seen_row, row_number, customer_id, source_loan_id
+            FROM ingest_merge WHERE seen_row IS NOT NULL
+            ORDER BY 1
+            """
+        )
 
-        A loan already in the table keeps its loan_id. A new loan takes its workbook Loan ID when no row
-        in the table holds that id and no earlier new loan of the file (by first appearance) claims it;
-        otherwise it draws a fresh id from the sequence, in file order.
+    async def _update_existing(self) -> int:
+        """Update loans already in the table whose values differ; count those new to this file."""
+        updated, rekeyed = await self._one(
+            f"""
+            WITH changed AS (
+                UPDATE loans l SET ({_LOAN_VALUES}) = (
+                    m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment, m.emis_paid_on_time,
+                    m.start_date, m.end_date)
+                FROM ingest_merge m
+                WHERE m.existing_loan_id = l.loan_id
+                  -- An index condition on loans: the planner would rather hash-join the whole table.
+                  AND l.loan_id = ANY (ARRAY(SELECT existing_loan_id FROM ingest_merge
+                                             WHERE existing_loan_id IS NOT NULL))
+                  AND (l.loan_amount, l.tenure, l.interest_rate, l.monthly_installment, l.emis_paid_on_time,
+                       l.start_date, l.end_date)
+                      IS DISTINCT FROM (m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment,
+                                        m.emis_paid_on_time, m.start_date, m.end_date)
+                RETURNING m.seen_row
+            )
+            SELECT (SELECT count(*) FROM changed WHERE seen_row IS NULL),
+                   (SELECT count(*) FROM ingest_merge WHERE existing_loan_id <> source_loan_id)
+            """
+        )
+        if rekeyed:  # loaded under another id by an earlier run (or an earlier batch's deferral)
+            self._note_rekeyed(
+                await self._rows(
+                    """
+                    SELECT m.row_number, m.customer_id, m.source_loan_id, m.existing_loan_id AS loan_id,
+                           (SELECT h.customer_id FROM loans h WHERE h.loan_id = m.source_loan_id) AS holder
+                    FROM ingest_merge m
+                    WHERE m.existing_loan_id <> m.source_loan_id
+                    """
+                )
+            )
+        return int(updated)
+
+    async def _update_deferred(self) -> None:
+        """A later row for a key waiting in ingest_deferred replaces it there (last row wins)."""
+        await self.conn.execute(
+            text(
+                f"""
+                UPDATE ingest_deferred d SET (row_number, {_LOAN_VALUES}) = (
+                    m.row_number, m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment,
+                    m.emis_paid_on_time, m.start_date, m.end_date)
+                FROM ingest_merge m
+                WHERE m.deferred AND d.customer_id = m.customer_id AND d.source_loan_id = m.source_loan_id
+                """
+            )
+        )
+
+    async def _insert_new(self) -> int:
+        """Insert new loans under their workbook Loan ID; defer those whose Loan ID is taken.
+
+        ON CONFLICT DO NOTHING is the "is it taken" test: it also covers an id taken by a concurrent
+        transaction, which a NOT EXISTS check could miss.
         """
+        inserted = await self.conn.execute(
+            text(
+                f"""
+                INSERT INTO loans (loan_id, customer_id, source_loan_id, {_LOAN_VALUES})
+                SELECT source_loan_id, customer_id, source_loan_id, {_LOAN_VALUES}
+                FROM ingest_merge
+                WHERE existing_loan_id IS NULL AND NOT deferred AND claim_rank = 1
+                ON CONFLICT DO NOTHING
+                """
+            )
+        )
+        # The new loans not in the table now are those whose Loan ID was taken.
+        await self.conn.execute(
+            text(
+                f"""
+                INSERT INTO ingest_deferred
+                SELECT row_number, first_row, customer_id, source_loan_id, {_LOAN_VALUES}
+                FROM ingest_merge m
+                WHERE existing_loan_id IS NULL AND NOT deferred
+                  -- A scalar subquery, probed per row: NOT EXISTS would become a scan of all loans.
+                  AND (SELECT l.loan_id FROM loans l
+                       WHERE l.customer_id = m.customer_id AND l.source_loan_id = m.source_loan_id) IS NULL
+                """
+            )
+        )
+        return int(inserted.rowcount)
+
+    async def _remember(self) -> None:
         await self.conn.execute(
             text(
                 """
-                CREATE TEMP TABLE ingest_loans_final ON COMMIT DROP AS
-                WITH last_rows AS (
-                    SELECT DISTINCT ON (customer_id, source_loan_id) *,
-                           min(row_number) OVER (PARTITION BY customer_id, source_loan_id) AS first_row
-                    FROM ingest_loans
-                    ORDER BY customer_id, source_loan_id, row_number DESC
-                ),
-                matched AS (
-                    SELECT r.*, l.loan_id AS existing_loan_id,
-                           row_number() OVER (PARTITION BY l.loan_id IS NULL, r.source_loan_id
-                                              ORDER BY r.first_row) AS claim_rank
-                    FROM last_rows r
-                    LEFT JOIN loans l ON l.customer_id = r.customer_id AND l.source_loan_id = r.source_loan_id
-                ),
-                in_file_order AS (SELECT * FROM matched ORDER BY first_row)
-                SELECT row_number, customer_id, source_loan_id, loan_amount, tenure, interest_rate,
-                       monthly_installment, emis_paid_on_time, start_date, end_date, existing_loan_id,
-                       CASE
-                           WHEN existing_loan_id IS NOT NULL THEN existing_loan_id
-                           WHEN claim_rank = 1
-                                AND NOT EXISTS (SELECT 1 FROM loans x WHERE x.loan_id = m.source_loan_id)
-                               THEN source_loan_id
-                           ELSE nextval(pg_get_serial_sequence('loans', 'loan_id'))
-                       END AS loan_id
-                FROM in_file_order m
+                INSERT INTO ingest_seen (customer_id, source_loan_id, row_number)
+                SELECT customer_id, source_loan_id, row_number FROM ingest_merge
+                ON CONFLICT (customer_id, source_loan_id) DO UPDATE SET row_number = EXCLUDED.row_number
                 """
             )
         )
 
-    async def _rekeyed(self) -> list[RekeyedLoan]:
-        rows = await self._rows(
-            """
-            SELECT f.row_number, f.customer_id, f.source_loan_id, f.loan_id, h.customer_id AS holder
-            FROM ingest_loans_final f LEFT JOIN loans h ON h.loan_id = f.source_loan_id
-            WHERE f.loan_id <> f.source_loan_id
-            ORDER BY f.row_number
-            """
-        )
-        return [
-            RekeyedLoan(
+    def _note_rekeyed(self, rows: list[Any]) -> None:
+        for r in rows:
+            self.rekeyed[(r.customer_id, r.source_loan_id)] = RekeyedLoan(
                 row=r.row_number,
                 customer_id=r.customer_id,
                 workbook_loan_id=r.source_loan_id,
                 loan_id=r.loan_id,
                 held_by_customer_id=r.holder,
             )
-            for r in rows
-        ]
+
+    async def finish(self) -> FileReport:
+        await self._insert_deferred()
+        await advance_identity_sequences(self.conn)
+        rekeyed = sorted(self.rekeyed.values(), key=lambda loan: loan.row)
+        return self._report(
+            inserted=self.inserted,
+            updated=self.updated,
+            unchanged=self.existing - self.updated,
+            rekeyed=len(rekeyed),
+            rekeyed_loans=rekeyed,
+        )
+
+    async def _insert_deferred(self) -> None:
+        """Fresh ids, in file order, for new loans whose Loan ID was taken. The sequence is already past
+        every Loan ID of the file (advanced batch by batch), so no fresh id equals one of them."""
+        rows = await self._rows(
+            f"""
+            WITH fresh AS (
+                INSERT INTO loans (loan_id, customer_id, source_loan_id, {_LOAN_VALUES})
+                SELECT nextval(pg_get_serial_sequence('loans', 'loan_id')), customer_id, source_loan_id,
+                       {_LOAN_VALUES}
+                FROM (SELECT * FROM ingest_deferred ORDER BY first_row) in_file_order
+                RETURNING loan_id, customer_id, source_loan_id
+            )
+            SELECT d.row_number, f.customer_id, f.source_loan_id, f.loan_id,
+                   (SELECT h.customer_id FROM loans h WHERE h.loan_id = f.source_loan_id) AS holder
+            FROM fresh f
+            JOIN ingest_deferred d USING (customer_id, source_loan_id)
+            """
+        )
+        self.inserted += len(rows)
+        self._note_rekeyed(rows)

@@ -1,0 +1,50 @@
+"""The ARQ worker: `arq worker.WorkerSettings` (or `credit-approval worker`).
+
+Settings are read once at import: ARQ wants them as class attributes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from arq.connections import RedisSettings
+from arq.cron import CronJob, cron
+
+from app.config import Settings, get_settings
+from app.db import create_sessionmaker
+from app.idempotency.jobs import purge_expired_idempotency_keys
+from app.ingestion.jobs import RESULT_TTL_S, ingest_workbooks, worker_engine
+
+settings = get_settings()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Build the engine and sessionmaker jobs use. A caller may put its own `settings` in ctx (tests)."""
+    job_settings: Settings = ctx.setdefault("settings", settings)
+    ctx["engine"] = worker_engine(job_settings)
+    ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    engine = ctx.get("engine")
+    if engine is not None:
+        await engine.dispose()
+
+
+class WorkerSettings:
+    functions: ClassVar[list[Any]] = [ingest_workbooks]
+    # Periodic jobs go here (arq.cron.cron(...)).
+    cron_jobs: ClassVar[list[CronJob]] = [
+        # Hourly: an Idempotency-Key lives 24 h; expired ones are already ignored, this keeps the table small.
+        cron(purge_expired_idempotency_keys, minute={17}, run_at_startup=True),
+    ]
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    queue_name = settings.arq_queue_name
+    on_startup = startup
+    on_shutdown = shutdown
+    # A million-row workbook takes minutes; the default 300 s would cut it off.
+    job_timeout = settings.ingestion_job_timeout_s
+    # Long enough for `credit-approval job` and GET /api/ingestions/{id} to read the report later.
+    keep_result = RESULT_TTL_S
+    # Short, so a monitor notices a stuck worker quickly (parsing runs in a thread, the loop stays free).
+    health_check_interval = 10

@@ -46,5 +46,5 @@ class WorkerSettings:
     job_timeout = settings.ingestion_job_timeout_s
     # Long enough for `credit-approval job` and GET /api/ingestions/{id} to read the report later.
     keep_result = RESULT_TTL_S
-    # Short, so a monitor notices a stuck worker quickly (parsing runs in a thread, the loop stays free).
+    # Short, so a monitor notices a stuck worker soon (parsing runs in child processes: the loop stays free).
     health_check_interval = 10

@@ -122,16 +122,25 @@ def job_id_for(customers: Path, loans: Path, namespace: str) -> str:
 
 
 async def enqueue_ingestion(
-    redis: ArqRedis, job_id: str, customers: Path, loans: Path, *, force: bool = False
+    redis: ArqRedis,
+    job_id: str,
+    customers: Path,
+    loans: Path,
+    *,
+    queue_name: str | None = None,
+    force: bool = False,
 ) -> bool:
-    """Enqueue the job under `job_id`; False when that job already exists (queued, running or kept).
+    """Enqueue the job under `job_id` (on `queue_name`, else the pool's default queue); False when that
+    job already exists (queued, running or kept).
 
     `force` re-runs a finished job (its kept result is dropped first); a queued or running one is never
     enqueued twice.
     """
     if force and await Job(job_id, redis).status() == JobStatus.complete:
         await redis.delete(f"arq:result:{job_id}", _report_key(job_id), _progress_key(job_id))
-    job = await redis.enqueue_job(JOB_FUNCTION, str(customers), str(loans), _job_id=job_id)
+    job = await redis.enqueue_job(
+        JOB_FUNCTION, str(customers), str(loans), _job_id=job_id, _queue_name=queue_name
+    )
     return job is not None
 
 

@@ -197,7 +197,10 @@ class Ingest:
 
     async def enqueue(self, customers: Path, loans: Path, *, force: bool = False) -> tuple[str, bool]:
         job_id = self.job_id(customers, loans)
-        return job_id, await enqueue_ingestion(self.redis, job_id, customers, loans, force=force)
+        queue = self.settings.arq_queue_name
+        return job_id, await enqueue_ingestion(
+            self.redis, job_id, customers, loans, queue_name=queue, force=force
+        )
 
     async def state(self, job_id: str) -> JobState | None:
         return await get_job_state(self.redis, job_id, self.settings.arq_queue_name)

@@ -1,0 +1,366 @@
+"""`credit-approval` (or `python -m app.cli`): ingest workbooks, follow jobs, make sample data, and run
+the service's processes.
+
+Exit status: 0 success; 1 the job failed, or no such job, or a service could not be reached; 2 bad usage
+or an unusable file (the reason goes to stderr).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from app.config import Settings, get_settings
+from app.ingestion.jobs import IngestionReport, JobState, get_job_state, job_id_for, job_namespace
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+POLL_INTERVAL_S = 0.5
+SHOWN_ROWS = 20  # re-keyed loans / errors printed per file; `job --json` has them all
+ROOT = Path(__file__).resolve().parent.parent
+
+app = typer.Typer(
+    name="credit-approval",
+    help="Credit approval service: ingest lender workbooks, follow ingestion jobs, run the processes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# soft_wrap: a long path or message stays on one line, whatever the terminal width (greppable in logs).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------------------
+# ingest / job
+
+
+def check_workbook(path: Path, what: str) -> Path:
+    """A cheap check that `path` is a readable .xlsx file; the job itself validates the sheet's columns.
+
+    (Opening it with openpyxl would scan a whole sheet when the file records no dimension.)
+    """
+    if not path.exists():
+        raise fail(f"{what} file {path} does not exist", EXIT_USAGE)
+    if not path.is_file():
+        raise fail(f"{what} file {path} is not a file", EXIT_USAGE)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise fail(f"{what} file {path} is not a readable .xlsx workbook ({exc})", EXIT_USAGE) from None
+    if "xl/workbook.xml" not in names or not any(n.startswith("xl/worksheets/") for n in names):
+        raise fail(f"{what} file {path} is not an .xlsx workbook (no worksheet inside)", EXIT_USAGE)
+    return path.resolve()  # the worker may run elsewhere in the tree: give it an absolute path
+
+
+async def _redis(settings: Settings) -> Any:
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from redis.exceptions import RedisError
+
+    redis_settings = RedisSettings.from_dsn(settings.redis_url)
+    redis_settings.conn_retries = 0  # fail fast: a CLI should not sit through ARQ's retries
+    try:
+        return await create_pool(redis_settings, default_queue_name=settings.arq_queue_name)
+    except (OSError, RedisError) as exc:
+        raise fail(f"cannot reach Redis at {settings.redis_url}: {exc}", EXIT_FAILED) from None
+
+
+@app.command()
+def ingest(
+    customers: Annotated[Path, typer.Option(help="Customers workbook (.xlsx).", show_default=True)] = Path(
+        "data/customer_data.xlsx"
+    ),
+    loans: Annotated[Path, typer.Option(help="Loans workbook (.xlsx).", show_default=True)] = Path(
+        "data/loan_data.xlsx"
+    ),
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the job's progress, then print its report.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run again even if these exact files were already ingested.")
+    ] = False,
+) -> None:
+    """Enqueue one job that loads CUSTOMERS, then LOANS, and print its id.
+
+    The id is derived from both files' contents: enqueueing the same files again while the job is queued,
+    running or remembered (a day) does not load them twice. The worker (`credit-approval worker`) must be
+    able to read the same paths.
+    """
+    customers_path = check_workbook(customers, "customers")
+    loans_path = check_workbook(loans, "loans")
+    settings = get_settings()
+    job_id = job_id_for(customers_path, loans_path, job_namespace(settings))
+    raise typer.Exit(
+        asyncio.run(_ingest(settings, job_id, customers_path, loans_path, wait=wait, force=force))
+    )
+
+
+async def _ingest(
+    settings: Settings, job_id: str, customers: Path, loans: Path, *, wait: bool, force: bool
+) -> int:
+    from app.ingestion.jobs import enqueue_ingestion
+
+    redis = await _redis(settings)
+    try:
+        created = await enqueue_ingestion(
+            redis, job_id, customers, loans, queue_name=settings.arq_queue_name, force=force
+        )
+        out.print(job_id, highlight=False)
+        if not created:
+            err.print(f"job {job_id} already exists for these files (use --force to load them again)")
+        if not wait:
+            return EXIT_OK
+        state = await _follow(redis, settings, job_id)
+    finally:
+        await redis.aclose()
+    return _print_state(state)
+
+
+async def _follow(redis: Any, settings: Settings, job_id: str) -> JobState | None:
+    """Show a live progress bar per file until the job finishes; return its final state."""
+    columns = (
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.completed:>12,.0f} rows"),
+        TextColumn("{task.fields[rate]:>10,.0f} rows/s"),
+        TextColumn("{task.fields[stage]:<8}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks: dict[str, TaskID] = {
+            kind: progress.add_task(kind, total=None, rate=0.0, stage="queued")
+            for kind in ("customers", "loans")
+        }
+        while True:
+            state = await get_job_state(redis, job_id, settings.arq_queue_name)
+            if state is None or state.status in ("complete", "failed"):
+                _show_progress(progress, tasks, state, final=True)
+                return state
+            _show_progress(progress, tasks, state, final=False)
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def _show_progress(
+    progress: Progress, tasks: dict[str, TaskID], state: JobState | None, *, final: bool
+) -> None:
+    if state is not None and state.report is not None:
+        for file in state.report.files:  # exact numbers from the report
+            rate = file.rows_read / file.seconds if file.seconds else 0.0
+            progress.update(
+                tasks[file.file], completed=file.rows_read, total=file.rows_read or 1, rate=rate, stage="done"
+            )
+    elif state is not None and state.progress is not None:
+        for file in state.progress.files:
+            done = file.stage == "done"
+            progress.update(
+                tasks[file.file],
+                completed=file.rows_read,
+                total=(file.rows_read or 1) if done else None,
+                rate=file.rows_per_s,
+                stage=file.stage,
+            )
+    if final:
+        for task in progress.tasks:
+            if task.total is None:
+                progress.update(task.id, total=max(task.completed, 1), stage="stopped")
+
+
+def _print_state(state: JobState | None) -> int:
+    if state is None:
+        raise fail("no such job (or its report has expired)", EXIT_FAILED)
+    out.print(f"job {state.job_id}: [bold]{state.status}[/bold]", highlight=False)
+    if state.report is not None:
+        _print_report(state.report)
+    elif state.progress is not None:
+        for file in state.progress.files:
+            out.print(
+                f"  {file.file}: {file.stage}, {file.rows_read:,} rows read ({file.rows_per_s:,.0f} rows/s)"
+            )
+    if state.status == "failed":
+        err.print(f"[red]error:[/red] {state.error or 'the job failed'}", highlight=False)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _print_report(report: IngestionReport) -> None:
+    # One column per file, one row per figure: fits any terminal, however many digits.
+    table = Table(title=f"Ingestion report ({report.seconds:.2f} s)", title_justify="left")
+    table.add_column("")
+    for f in report.files:
+        table.add_column(f.file, justify="right")
+    figures = (
+        ("rows read", "rows_read"),
+        ("inserted", "inserted"),
+        ("updated", "updated"),
+        ("unchanged", "unchanged"),
+        ("skipped", "skipped"),
+        ("duplicates", "duplicates"),
+        ("re-keyed", "rekeyed"),
+    )
+    for label, name in figures:
+        table.add_row(label, *(f"{getattr(f, name):,}" for f in report.files))
+    table.add_row("seconds", *(f"{f.seconds:.2f}" for f in report.files))
+    out.print(table)
+    for f in report.files:
+        if f.ignored_columns:
+            out.print(f"{f.file}: ignored columns: {', '.join(f.ignored_columns)}", highlight=False)
+        if f.derived_columns:
+            out.print(
+                f"{f.file}: computed (absent from the file): {', '.join(f.derived_columns)}", highlight=False
+            )
+        if f.rekeyed_loans:
+            out.print(f"{f.file}: {f.rekeyed} loans re-keyed (their Loan ID was held by another loan):")
+            for loan in f.rekeyed_loans[:SHOWN_ROWS]:
+                out.print(
+                    f"  row {loan.row}: customer {loan.customer_id}, Loan ID {loan.workbook_loan_id} "
+                    f"(held by customer {loan.held_by_customer_id}) -> loan_id {loan.loan_id}",
+                    highlight=False,
+                )
+            _more(len(f.rekeyed_loans) - SHOWN_ROWS)
+        if f.errors:
+            out.print(f"{f.file}: {f.skipped} rows skipped:")
+            for e in f.errors[:SHOWN_ROWS]:
+                value = "" if e.value is None else f" (value {e.value!r})"
+                out.print(f"  {e.sheet} row {e.row}, {e.column}: {e.reason}{value}", highlight=False)
+            _more(len(f.errors) - SHOWN_ROWS + f.errors_not_shown)
+        if f.duplicate_rows:
+            out.print(f"{f.file}: {f.duplicates} rows superseded by a later row with the same key:")
+            for d in f.duplicate_rows[:SHOWN_ROWS]:
+                key = f"customer {d.customer_id}" + (
+                    f", Loan ID {d.loan_id}" if d.loan_id is not None else ""
+                )
+                out.print(f"  row {d.row} ({key}) -> row {d.kept_row}", highlight=False)
+            _more(f.duplicates - min(len(f.duplicate_rows), SHOWN_ROWS))
+
+
+def _more(count: int) -> None:
+    if count > 0:
+        out.print(f"  ... and {count:,} more (`credit-approval job ID --json` lists them)")
+
+
+@app.command()
+def job(
+    job_id: Annotated[str, typer.Argument(help="The id `ingest` printed.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full state as JSON.")] = False,
+) -> None:
+    """Print an ingestion job's status, progress and report. Exit 1 when it failed or is unknown."""
+    raise typer.Exit(asyncio.run(_job(get_settings(), job_id, as_json=as_json)))
+
+
+async def _job(settings: Settings, job_id: str, *, as_json: bool) -> int:
+    redis = await _redis(settings)
+    try:
+        state = await get_job_state(redis, job_id, settings.arq_queue_name)
+    finally:
+        await redis.aclose()
+    if as_json:
+        if state is None:
+            raise fail(f"no job {job_id} (or its report has expired)", EXIT_FAILED)
+        sys.stdout.write(state.model_dump_json(indent=2) + "\n")
+        return EXIT_FAILED if state.status == "failed" else EXIT_OK
+    return _print_state(state)
+
+
+# --------------------------------------------------------------------------------------------------
+# sample-data
+
+
+@app.command("sample-data")
+def sample_data(
+    directory: Annotated[Path, typer.Argument(help="Where to write customer_data.xlsx and loan_data.xlsx.")],
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 300,
+    loans: Annotated[int, typer.Option(min=0, help="Number of loans.")] = 782,
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 0,
+    repeat_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of loans reusing another customer's Loan ID.")
+    ] = 29 / 782,
+) -> None:
+    """Write two deterministic workbooks with the real export's headers and realistic values."""
+    from app.sample_data import CUSTOMERS_FILE, LOANS_FILE, generate
+
+    columns = (TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed:>12,.0f} rows"))
+    with Progress(*columns, TimeElapsedColumn(), console=err, disable=customers + loans < 50_000) as progress:
+        tasks = {
+            CUSTOMERS_FILE: progress.add_task(CUSTOMERS_FILE, total=customers),
+            LOANS_FILE: progress.add_task(LOANS_FILE, total=loans),
+        }
+        files = generate(
+            directory,
+            customers=customers,
+            loans=loans,
+            seed=seed,
+            repeat_share=repeat_share,
+            progress=lambda name, rows: progress.update(tasks[name], completed=rows),
+        )
+    out.print(f"wrote {files.customers} ({customers:,} customers) and {files.loans} ({loans:,} loans)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Process wrappers
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 in a container.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes (default: WEB_CONCURRENCY).")
+    ] = None,
+) -> None:
+    """Serve the API with uvicorn (uvloop, httptools)."""
+    import uvicorn
+
+    uvicorn.run(
+        "app.main:app",
+        host=host,
+        port=port,
+        workers=workers or get_settings().web_concurrency,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # the app logs requests itself
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the ARQ worker (the same as `arq worker.WorkerSettings` from the project root)."""
+    from arq.worker import run_worker
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # worker.py sits at the project root, outside the `app` package
+    from worker import WorkerSettings
+
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (alembic upgrade head)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    command.upgrade(config, "head")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: the unit of work and the injectable clock."""
+"""Request-scoped dependencies: the unit of work, the reader for single-statement reads, the clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import read_only, unit_of_work
+from app.db import Reader, get_reader, unit_of_work
 
 
 async def get_today(request: Request) -> dt.date:
@@ -21,6 +21,6 @@ async def get_today(request: Request) -> dt.date:
 
 
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
-# For endpoints that read with one statement and write nothing (see app.db.read_only).
-ReadSessionDep = Annotated[AsyncSession, Depends(read_only, scope="function")]
+# For endpoints that read with one statement and write nothing (see app.db.Reader).
+ReaderDep = Annotated[Reader, Depends(get_reader)]
 TodayDep = Annotated[dt.date, Depends(get_today)]

@@ -1,14 +1,20 @@
-"""All SQL about loans. Each function is one statement (one round trip)."""
+"""All SQL about loans. Each function is one statement (one round trip).
+
+The reads of the hot endpoints (eligibility, view-loan, view-loans) are compiled once at import and run
+through app.db.Reader on the driver; the writes of create-loan go through its Session.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 
-from sqlalchemy import Row, insert, select, text
+from asyncpg import Record
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import CreditProfile
+from app.db import ReadsWith, Statement, as_reader
 from app.models import Customer, Loan
 
 # Months elapsed exactly as the policy counts them (PostgreSQL age(): whole calendar months).
@@ -32,31 +38,28 @@ LEFT JOIN loans l ON l.customer_id = c.customer_id
 WHERE c.customer_id = :customer_id
 GROUP BY c.customer_id
 """)
+_PROFILE = Statement.compile(PROFILE_SQL)
 
 
-async def credit_profile(session: AsyncSession, customer_id: int, today: dt.date) -> CreditProfile | None:
-    row = (
-        await session.execute(
-            PROFILE_SQL,
-            {
-                "customer_id": customer_id,
-                "today": today,
-                "year_start": dt.date(today.year, 1, 1),
-                "next_year": dt.date(today.year + 1, 1, 1),
-            },
-        )
-    ).one_or_none()
+async def credit_profile(db: ReadsWith, customer_id: int, today: dt.date) -> CreditProfile | None:
+    row = await as_reader(db).fetchrow(
+        _PROFILE,
+        customer_id=customer_id,
+        today=today,
+        year_start=dt.date(today.year, 1, 1),
+        next_year=dt.date(today.year + 1, 1, 1),
+    )
     if row is None:
         return None
     return CreditProfile(
-        approved_limit=row.approved_limit,
-        monthly_salary=row.monthly_salary,
-        current_debt=row.current_debt,
-        current_emis=row.current_emis,
-        emis_due=int(row.emis_due),
-        emis_paid_due=int(row.emis_paid_due),
-        closed_loans=int(row.closed_loans),
-        loans_this_year=int(row.loans_this_year),
+        approved_limit=row["approved_limit"],
+        monthly_salary=row["monthly_salary"],
+        current_debt=row["current_debt"],
+        current_emis=row["current_emis"],
+        emis_due=row["emis_due"],
+        emis_paid_due=row["emis_paid_due"],
+        closed_loans=row["closed_loans"],
+        loans_this_year=row["loans_this_year"],
     )
 
 
@@ -98,40 +101,35 @@ async def insert_loan(
     return (await session.execute(statement)).scalar_one()
 
 
-async def loan_with_customer(session: AsyncSession, loan_id: int) -> Row | None:
-    statement = (
-        select(
-            Loan.loan_id,
-            Loan.loan_amount,
-            Loan.interest_rate,
-            Loan.monthly_installment,
-            Loan.tenure,
-            Customer.customer_id,
-            Customer.first_name,
-            Customer.last_name,
-            Customer.phone_number,
-            Customer.age,
-        )
-        .join(Customer, Customer.customer_id == Loan.customer_id)
-        .where(Loan.loan_id == loan_id)
+_LOAN_WITH_CUSTOMER = Statement.compile(
+    select(
+        Loan.loan_id,
+        Loan.loan_amount,
+        Loan.interest_rate,
+        Loan.monthly_installment,
+        Loan.tenure,
+        Customer.customer_id,
+        Customer.first_name,
+        Customer.last_name,
+        Customer.phone_number,
+        Customer.age,
     )
-    return (await session.execute(statement)).one_or_none()
+    .join(Customer, Customer.customer_id == Loan.customer_id)
+    .where(Loan.loan_id == bindparam("loan_id"))
+)
 
 
-async def customer_loans(
-    session: AsyncSession, customer_id: int, today: dt.date, *, current: bool | None
-) -> list[Row]:
-    """The customer's loans (current, closed or all), in one statement.
+async def loan_with_customer(db: ReadsWith, loan_id: int) -> Record | None:
+    return await as_reader(db).fetchrow(_LOAN_WITH_CUSTOMER, loan_id=loan_id)
 
-    An unknown customer gives no rows; a known one with no matching loans gives a single row whose
-    loan columns are NULL, so the caller can tell the two apart without a second query.
-    """
+
+def _customer_loans(current: bool | None) -> Statement:
     join_on = Loan.customer_id == Customer.customer_id
     if current is True:
-        join_on &= Loan.end_date >= today
+        join_on &= Loan.end_date >= bindparam("today")
     elif current is False:
-        join_on &= Loan.end_date < today
-    statement = (
+        join_on &= Loan.end_date < bindparam("today")
+    return Statement.compile(
         select(
             Customer.customer_id,
             Loan.loan_id,
@@ -143,7 +141,22 @@ async def customer_loans(
         )
         .select_from(Customer)
         .outerjoin(Loan, join_on)
-        .where(Customer.customer_id == customer_id)
+        .where(Customer.customer_id == bindparam("customer_id"))
         .order_by(Loan.loan_id)
     )
-    return list((await session.execute(statement)).all())
+
+
+_CUSTOMER_LOANS = {current: _customer_loans(current) for current in (True, False, None)}
+
+
+async def customer_loans(
+    db: ReadsWith, customer_id: int, today: dt.date, *, current: bool | None
+) -> list[Record]:
+    """The customer's loans (current, closed or all), in one statement.
+
+    An unknown customer gives no rows; a known one with no matching loans gives a single row whose
+    loan columns are NULL, so the caller can tell the two apart without a second query.
+    """
+    statement = _CUSTOMER_LOANS[current]
+    # Every variant takes the same arguments; `today` is simply unused by "all".
+    return await as_reader(db).fetch(statement, customer_id=customer_id, today=today)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import ReadSessionDep, SessionDep, TodayDep
+from app.deps import ReaderDep, SessionDep, TodayDep
 from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
@@ -37,8 +37,8 @@ PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer iden
     responses=problem_responses(404, 422, 503),
 )
 @router.post("/check-eligibility/", include_in_schema=False)
-async def check_eligibility(data: LoanRequestIn, session: ReadSessionDep, today: TodayDep) -> EligibilityOut:
-    return await service.check_eligibility(session, data, today)
+async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep) -> EligibilityOut:
+    return await service.check_eligibility(db, data, today)
 
 
 @router.post(
@@ -89,8 +89,8 @@ async def create_loan(
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loan/{loan_id}/", include_in_schema=False)
-async def view_loan(loan_id: PathLoanId, session: ReadSessionDep) -> LoanDetailOut:
-    return await service.get_loan(session, loan_id)
+async def view_loan(loan_id: PathLoanId, db: ReaderDep) -> LoanDetailOut:
+    return await service.get_loan(db, loan_id)
 
 
 @router.get(
@@ -106,10 +106,10 @@ async def view_loan(loan_id: PathLoanId, session: ReadSessionDep) -> LoanDetailO
 @router.get("/view-loans/{customer_id}/", include_in_schema=False)
 async def view_loans(
     customer_id: PathCustomerId,
-    session: ReadSessionDep,
+    db: ReaderDep,
     today: TodayDep,
     status: Annotated[
         LoanStatus, Query(description="Which loans to list.", examples=["all"])
     ] = LoanStatus.current,
 ) -> list[LoanSummaryOut]:
-    return await service.list_loans(session, customer_id, status, today)
+    return await service.list_loans(db, customer_id, status, today)

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import metrics
 from app.credit import policy
 from app.credit.policy import CreditProfile, Decision, LoanRequest
+from app.db import Reader
 from app.errors import NotFound
 from app.loans import queries
 from app.loans.schemas import (
@@ -51,8 +52,8 @@ def _eligibility(customer_id: int, data: LoanRequestIn, decision: Decision) -> E
     )
 
 
-async def check_eligibility(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> EligibilityOut:
-    profile = await queries.credit_profile(session, data.customer_id, today)
+async def check_eligibility(db: Reader, data: LoanRequestIn, today: dt.date) -> EligibilityOut:
+    profile = await queries.credit_profile(db, data.customer_id, today)
     if profile is None:
         raise _customer_not_found(data.customer_id)
     decision = policy.decide(profile, _policy_request(data))
@@ -102,23 +103,23 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
     )
 
 
-async def get_loan(session: AsyncSession, loan_id: int) -> LoanDetailOut:
-    row = await queries.loan_with_customer(session, loan_id)
+async def get_loan(db: Reader, loan_id: int) -> LoanDetailOut:
+    row = await queries.loan_with_customer(db, loan_id)
     if row is None:
         raise NotFound(f"Loan {loan_id} does not exist.", field="loan_id")
     return LoanDetailOut(
-        loan_id=row.loan_id,
+        loan_id=row["loan_id"],
         customer=LoanCustomerOut(
-            id=row.customer_id,
-            first_name=row.first_name,
-            last_name=row.last_name,
-            phone_number=row.phone_number,
-            age=row.age,
+            id=row["customer_id"],
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            phone_number=row["phone_number"],
+            age=row["age"],
         ),
-        loan_amount=row.loan_amount,
-        interest_rate=row.interest_rate,
-        monthly_installment=row.monthly_installment,
-        tenure=row.tenure,
+        loan_amount=row["loan_amount"],
+        interest_rate=row["interest_rate"],
+        monthly_installment=row["monthly_installment"],
+        tenure=row["tenure"],
     )
 
 
@@ -126,19 +127,20 @@ _STATUS_FILTER = {LoanStatus.current: True, LoanStatus.closed: False, LoanStatus
 
 
 async def list_loans(
-    session: AsyncSession, customer_id: int, status: LoanStatus, today: dt.date
+    db: Reader, customer_id: int, status: LoanStatus, today: dt.date
 ) -> list[LoanSummaryOut]:
-    rows = await queries.customer_loans(session, customer_id, today, current=_STATUS_FILTER[status])
+    rows = await queries.customer_loans(db, customer_id, today, current=_STATUS_FILTER[status])
     if not rows:
         raise _customer_not_found(customer_id)
     return [
         LoanSummaryOut(
-            loan_id=row.loan_id,
-            loan_amount=row.loan_amount,
-            interest_rate=row.interest_rate,
-            monthly_installment=row.monthly_installment,
-            repayments_left=row.tenure - min(row.tenure, policy.months_elapsed(row.start_date, today)),
+            loan_id=row["loan_id"],
+            loan_amount=row["loan_amount"],
+            interest_rate=row["interest_rate"],
+            monthly_installment=row["monthly_installment"],
+            repayments_left=row["tenure"]
+            - min(row["tenure"], policy.months_elapsed(row["start_date"], today)),
         )
         for row in rows
-        if row.loan_id is not None
+        if row["loan_id"] is not None
     ]

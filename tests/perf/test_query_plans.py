@@ -13,10 +13,10 @@ may switch to after five executions.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,16 +83,24 @@ async def plan_database() -> AsyncIterator[PlanDatabase]:
         await drop_database(name)
 
 
-@contextmanager
-def capturing(engine: Any, endpoint: str, into: list[Captured]) -> Iterator[None]:
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        into.append(Captured(endpoint, statement, tuple(parameters or ())))
+class Capture:
+    """Every statement the app sends, by both roads: SQLAlchemy's cursor events (sessions) and asyncpg's
+    query logger on each pooled connection (app.db.Reader's reads, and the BEGIN/COMMIT asyncpg sends)."""
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    def __init__(self, engine: Any) -> None:
+        self.endpoint = ""
+        self.captured: list[Captured] = []
+        event.listen(engine, "before_cursor_execute", self._from_sqlalchemy)
+        event.listen(engine, "connect", self._attach)
+
+    def _attach(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(self._from_driver)
+
+    def _from_sqlalchemy(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        self.captured.append(Captured(self.endpoint, statement, tuple(parameters or ())))
+
+    def _from_driver(self, query: Any) -> None:  # asyncpg.connection.LoggedQuery
+        self.captured.append(Captured(self.endpoint, query.query, tuple(query.args or ())))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +108,6 @@ async def hot_statements(plan_database: PlanDatabase) -> list[Captured]:
     """Serve each hot endpoint once against the 200,000-loan database; return what each sent."""
     settings = Settings(database_url=plan_database.url, redis_url=REDIS_URL, api_keys="", log_level="WARNING")
     app = create_app(settings)
-    captured: list[Captured] = []
     customer_id, loan_id = CUSTOMERS // 2, LOANS // 2
     loan_body = {"customer_id": customer_id, "loan_amount": 1000, "interest_rate": 20, "tenure": 12}
     requests: list[tuple[str, str, str, dict[str, Any] | None]] = [
@@ -125,15 +132,17 @@ async def hot_statements(plan_database: PlanDatabase) -> list[Captured]:
     ]
     async with app.router.lifespan_context(app):
         app.state.clock = lambda: FIXED_NOW
-        engine = app.state.engine.sync_engine
+        capture = Capture(app.state.engine.sync_engine)
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://test") as client:
             for endpoint, method, path, body in requests:
-                with capturing(engine, endpoint, captured):
-                    response = await client.request(method, path, json=body)
+                capture.endpoint = endpoint
+                response = await client.request(method, path, json=body)
+                await asyncio.sleep(0)  # asyncpg calls its query loggers with loop.call_soon
                 assert response.status_code in (200, 201), (endpoint, response.text)
                 if endpoint == "create-loan":
                     assert response.json()["loan_approved"], response.text
+    captured = capture.captured
     assert {c.endpoint for c in captured} == {r[0] for r in requests}, "an endpoint sent no SQL"
     return captured
 
@@ -176,11 +185,16 @@ class _Rollback(Exception):
     pass
 
 
+def _planned(captured: list[Captured]) -> list[Captured]:
+    """The statements that have a plan (not BEGIN, COMMIT...)."""
+    return [c for c in captured if c.statement.lstrip().upper().startswith(("SELECT", "INSERT", "WITH"))]
+
+
 async def test_hot_queries_never_scan_the_loan_book(
     plan_database: PlanDatabase, hot_statements: list[Captured]
 ) -> None:
     failures = []
-    for captured in hot_statements:
+    for captured in _planned(hot_statements):
         for kind, plan in (await _plans(plan_database.dsn, captured.statement, captured.parameters)).items():
             tables = sorted(set(_seq_scans(plan)))
             if tables:
@@ -196,6 +210,22 @@ async def test_hot_statements_cover_every_endpoint(hot_statements: list[Captured
     text = " ".join(c.statement.lower() for c in hot_statements)
     assert "from customers" in text and "join loans" in text
     assert "insert into loans" in text and "insert into customers" in text
+
+
+@pytest.mark.parametrize("endpoint", ["check-eligibility", "view-loan", "view-loans", "view-loans all"])
+async def test_reads_are_one_round_trip_outside_the_test_harness(
+    hot_statements: list[Captured], endpoint: str
+) -> None:
+    """Served by a real pool (not the rolled-back test connection): no BEGIN/COMMIT around the read."""
+    sent = [c.statement for c in hot_statements if c.endpoint == endpoint]
+    assert len(sent) == 1, sent
+
+
+async def test_create_loan_is_one_transaction_of_three_statements(hot_statements: list[Captured]) -> None:
+    # Order is not asserted: asyncpg reports to its loggers a loop iteration late.
+    sent = [c.statement.split()[0].upper().rstrip(";") for c in hot_statements if c.endpoint == "create-loan"]
+    assert sent.count("BEGIN") == sent.count("COMMIT") == 1, sent
+    assert len(sent) <= 5, sent
 
 
 async def test_the_guard_sees_a_sequential_scan(plan_database: PlanDatabase) -> None:

@@ -1,20 +1,23 @@
 """Round trips per request: each hot endpoint must keep to the statements it needs, and no more.
 
-Counts every statement sent to PostgreSQL while a request is served (SQLAlchemy's
-``before_cursor_execute`` on the engine the test connection belongs to). Savepoints are the test
-harness's own (sessions join the test's outer transaction through them) and are not counted.
+Counts every statement sent to PostgreSQL while a request is served, by both roads a statement can take:
+SQLAlchemy's ``before_cursor_execute`` on the engine the test connection belongs to (sessions), and
+asyncpg's query logger on that connection's driver (app.db.Reader, which runs the hot reads on the driver;
+asyncpg also logs any BEGIN/COMMIT it sends). Savepoints are the test harness's own (sessions join the
+test's outer transaction through them) and are not counted.
 A failure here means a request grew a query: an N+1, a lazy load, a second read of the same rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 from httpx import AsyncClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 pytestmark = pytest.mark.asyncio
@@ -33,21 +36,33 @@ class StatementLog:
         return "\n---\n".join(self.statements) or "(no statements)"
 
 
-@contextmanager
-def counting(connection: AsyncConnection) -> Iterator[StatementLog]:
-    """Record the statements the application sends through `connection`'s engine inside the block."""
+@asynccontextmanager
+async def counting(connection: AsyncConnection) -> AsyncIterator[StatementLog]:
+    """Record the statements the application sends through `connection` inside the block."""
     engine = connection.engine.sync_engine
+    driver = (await connection.get_raw_connection()).driver_connection
     log = StatementLog()
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def add(statement: str) -> None:
         if not statement.lstrip().upper().startswith(_HARNESS_PREFIXES):
             log.statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    def from_sqlalchemy(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        add(statement)
+
+    def from_driver(query: Any) -> None:  # asyncpg.connection.LoggedQuery
+        add(query.query)
+
+    # The harness's outer transaction sends its BEGIN with the first statement: get it out of the way.
+    await connection.execute(text("SELECT 1"))
+    event.listen(engine, "before_cursor_execute", from_sqlalchemy)
+    driver.add_query_logger(from_driver)
     try:
         yield log
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        await asyncio.sleep(0)  # asyncpg calls its query loggers with loop.call_soon
+        driver.remove_query_logger(from_driver)
+        event.remove(engine, "before_cursor_execute", from_sqlalchemy)
 
 
 async def _loan_for(client: AsyncClient, customer_id: int) -> int:
@@ -66,7 +81,7 @@ async def test_check_eligibility_is_one_statement(
     await _loan_for(client, customer["customer_id"])
     body = {"customer_id": customer["customer_id"], "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
 
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.post("/api/check-eligibility", json=body)
 
     assert response.status_code == 200, response.text
@@ -77,7 +92,7 @@ async def test_unknown_customer_eligibility_is_one_statement(
     client: AsyncClient, connection: AsyncConnection
 ) -> None:
     body = {"customer_id": 10**12, "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.post("/api/check-eligibility", json=body)
     assert response.status_code == 404, response.text
     assert len(log) == 1, str(log)
@@ -89,7 +104,7 @@ async def test_view_loan_is_one_statement(
     customer = await make_customer(monthly_income=100_000)
     loan_id = await _loan_for(client, customer["customer_id"])
 
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.get(f"/api/view-loan/{loan_id}")
 
     assert response.status_code == 200, response.text
@@ -104,7 +119,7 @@ async def test_view_loans_is_one_statement_whatever_the_loan_count(
     for _ in range(3):
         await _loan_for(client, customer["customer_id"])
 
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.get(f"/api/view-loans/{customer['customer_id']}", params={"status": status})
 
     assert response.status_code == 200, response.text
@@ -119,7 +134,7 @@ async def test_register_is_one_statement(client: AsyncClient, connection: AsyncC
         "monthly_income": 50_000,
         "phone_number": 7_123_456_789,
     }
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.post("/api/register", json=body)
     assert response.status_code == 201, response.text
     assert len(log) == 1, str(log)
@@ -132,7 +147,7 @@ async def test_create_loan_is_lock_read_insert(
     await _loan_for(client, customer["customer_id"])
     body = {"customer_id": customer["customer_id"], "loan_amount": 10_000, "interest_rate": 14, "tenure": 12}
 
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.post("/api/create-loan", json=body)
 
     assert response.status_code == 201, response.text
@@ -145,7 +160,7 @@ async def test_rejected_create_loan_does_not_insert(
     customer = await make_customer(monthly_income=30_000)
     body = {"customer_id": customer["customer_id"], "loan_amount": 10**11, "interest_rate": 14, "tenure": 12}
 
-    with counting(connection) as log:
+    async with counting(connection) as log:
         response = await client.post("/api/create-loan", json=body)
 
     assert response.status_code == 200, response.text

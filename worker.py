@@ -14,6 +14,8 @@ from app.config import Settings, get_settings
 from app.db import create_sessionmaker
 from app.idempotency.jobs import purge_expired_idempotency_keys
 from app.ingestion.jobs import RESULT_TTL_S, ingest_workbooks, worker_engine
+from app.observability.jobs import observed_job
+from app.observability.logging import configure_logging
 
 settings = get_settings()
 
@@ -21,6 +23,8 @@ settings = get_settings()
 async def startup(ctx: dict[str, Any]) -> None:
     """Build the engine and sessionmaker jobs use. A caller may put its own `settings` in ctx (tests)."""
     job_settings: Settings = ctx.setdefault("settings", settings)
+    # After ARQ's own logging set-up: every line, ARQ's included, as JSON with the job's request id.
+    configure_logging(job_settings.log_level, job_settings.log_format)
     ctx["engine"] = worker_engine(job_settings)
     ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
 
@@ -32,7 +36,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    functions: ClassVar[list[Any]] = [ingest_workbooks]
+    # observed_job: the enqueuing request's id on the job's log lines, and job_duration_seconds.
+    functions: ClassVar[list[Any]] = [observed_job(ingest_workbooks)]
     # Periodic jobs go here (arq.cron.cron(...)).
     cron_jobs: ClassVar[list[CronJob]] = [
         # Hourly: an Idempotency-Key lives 24 h; expired ones are already ignored, this keeps the table small.

@@ -17,6 +17,7 @@ from app.config import Settings, get_settings
 from app.customers.router import router as customers_router
 from app.db import create_engine, create_sessionmaker
 from app.errors import FieldError, Problem, install_error_handlers
+from app.ingestion.router import router as ingestion_router
 from app.loans.router import router as loans_router
 from app.observability.logging import configure_logging
 from app.observability.middleware import ObservabilityMiddleware
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(customers_router)
     app.include_router(loans_router)
+    app.include_router(ingestion_router)
     app.include_router(operations_router)
     _declare_problem_schema(app)
     install_security(app, settings)

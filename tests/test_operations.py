@@ -270,3 +270,17 @@ async def test_decisions_and_loans_are_counted(client: AsyncClient, make_custome
 async def test_operational_endpoints_are_not_in_the_openapi_document(client: AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert not {"/health", "/ready", "/metrics"} & set(paths)
+
+
+async def test_job_status_answers_503_when_redis_is_down(app: FastAPI, client: AsyncClient) -> None:
+    healthy = app.state.redis
+    app.state.redis = Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=0.5)
+    try:
+        response = await client.get("/api/ingestions/ingest-0123456789abcdef")
+    finally:
+        await app.state.redis.aclose()
+        app.state.redis = healthy
+    assert response.status_code == 503
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.headers["retry-after"] == "1"
+    assert "Redis" in response.json()["detail"]

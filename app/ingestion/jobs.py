@@ -24,11 +24,12 @@ from typing import Any, Literal, Self
 
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus, SerializationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import metrics
 from app.config import Settings
 from app.db import create_engine
 from app.ingestion.loader import BatchInfo, CustomerLoader, FileKind, FileReport, LoanLoader
@@ -48,12 +49,59 @@ _LOADERS: tuple[tuple[FileKind, type[CustomerLoader] | type[LoanLoader]], ...] =
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
+# A finished job as GET /api/ingestions/{job_id} shows it (the OpenAPI example).
+JOB_STATE_EXAMPLE: dict[str, Any] = {
+    "job_id": "ingest-3f2a9c0e5b7d41a8a1c2e3f4a5b6c7d8",
+    "status": "complete",
+    "progress": None,
+    "report": {
+        "job_id": "ingest-3f2a9c0e5b7d41a8a1c2e3f4a5b6c7d8",
+        "status": "complete",
+        "customers_path": "/data/customer_data.xlsx",
+        "loans_path": "/data/loan_data.xlsx",
+        "started_at": "2026-06-15T12:00:00Z",
+        "finished_at": "2026-06-15T12:00:02.5Z",
+        "seconds": 2.5,
+        "files": [
+            {
+                "file": "customers",
+                "path": "/data/customer_data.xlsx",
+                "sheet": "Sheet1",
+                "rows_read": 300,
+                "inserted": 300,
+                "updated": 0,
+                "unchanged": 0,
+                "skipped": 0,
+                "duplicates": 0,
+                "rekeyed": 0,
+                "seconds": 0.4,
+            },
+            {
+                "file": "loans",
+                "path": "/data/loan_data.xlsx",
+                "sheet": "Sheet1",
+                "rows_read": 782,
+                "inserted": 782,
+                "updated": 0,
+                "unchanged": 0,
+                "skipped": 0,
+                "duplicates": 0,
+                "rekeyed": 0,
+                "seconds": 1.9,
+            },
+        ],
+        "error": None,
+    },
+    "error": None,
+}
+
+
 class IngestionFailed(Exception):
     """The job could not load the files; the message says why."""
 
 
 class FileProgress(BaseModel):
-    file: FileKind
+    file: FileKind = Field(description="Which workbook: `customers` or `loans`.")
     stage: Literal["waiting", "reading", "merging", "done"] = Field(
         description="`reading` streams rows into staging; `merging` writes them into the table."
     )
@@ -63,18 +111,18 @@ class FileProgress(BaseModel):
 
 
 class Progress(BaseModel):
-    files: list[FileProgress]
-    updated_at: dt.datetime
+    files: list[FileProgress] = Field(description="Per file, in load order.")
+    updated_at: dt.datetime = Field(description="When the worker last reported progress (UTC).")
 
 
 class IngestionReport(BaseModel):
-    job_id: str
-    status: Literal["complete", "failed"]
-    customers_path: str
-    loans_path: str
-    started_at: dt.datetime
-    finished_at: dt.datetime
-    seconds: float
+    job_id: str = Field(description="The job's id.")
+    status: Literal["complete", "failed"] = Field(description="How the job ended.")
+    customers_path: str = Field(description="The customers workbook, as the worker read it.")
+    loans_path: str = Field(description="The loans workbook, as the worker read it.")
+    started_at: dt.datetime = Field(description="When the worker started the job (UTC).")
+    finished_at: dt.datetime = Field(description="When the job ended (UTC).")
+    seconds: float = Field(description="Wall time of the whole job, in seconds.")
     files: list[FileReport] = Field(description="Per file, in load order; a file that failed is absent.")
     error: str | None = Field(default=None, description="Why the job failed.")
     worker_peak_rss_mb: float | None = Field(default=None, description="Peak memory of the worker process.")
@@ -84,8 +132,12 @@ class IngestionReport(BaseModel):
 
 
 class JobState(BaseModel):
-    job_id: str
-    status: Literal["queued", "in_progress", "complete", "failed"]
+    model_config = ConfigDict(json_schema_extra={"examples": [JOB_STATE_EXAMPLE]})
+
+    job_id: str = Field(description="The job's id, derived from the two files' contents.")
+    status: Literal["queued", "in_progress", "complete", "failed"] = Field(
+        description="`queued`, then `in_progress`, then `complete` or `failed`."
+    )
     progress: Progress | None = Field(default=None, description="Rows read per file (while running).")
     report: IngestionReport | None = Field(default=None, description="The outcome, once finished.")
     error: str | None = Field(default=None, description="Why the job failed, when it did.")
@@ -257,8 +309,14 @@ async def _load_file(
             await tracker.update(kind, info.rows_read)
         await tracker.update(kind, loader.rows_read, stage="merging")
         file_report = await loader.finish()
+    _count_rows(file_report)  # once committed: a rolled-back file loaded nothing
     await tracker.update(kind, loader.rows_read, stage="done")
     return file_report
+
+
+def _count_rows(report: FileReport) -> None:
+    for outcome in ("inserted", "updated", "unchanged", "skipped", "duplicates"):
+        metrics.record_ingestion_rows(report.file, outcome, getattr(report, outcome))
 
 
 async def _store(redis: Redis, job_id: str, report: IngestionReport) -> None:

@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 disable_created_metrics()
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:
+    # Every process of the image (api workers, worker, migrate) inherits the variable; the first to
+    # start creates the directory rather than failing on its first sample.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 UNMATCHED_ROUTE = "<unmatched>"
 
 # Latency buckets for an API whose requests are one or two queries: 5 ms .. 10 s.

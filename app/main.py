@@ -22,6 +22,7 @@ from app.loans.router import router as loans_router
 from app.observability.logging import configure_logging
 from app.observability.middleware import ObservabilityMiddleware
 from app.operations.router import router as operations_router
+from app.schemas import MAX_ID
 from app.security import install_security
 
 
@@ -67,6 +68,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _exact_id_bounds(node: Any) -> None:
+    """FastAPI's OpenAPI model holds schema bounds as floats, so the bigint id bound 2**63 - 1 would read
+    back as 2**63; put the exact integer back wherever that float stands."""
+    if isinstance(node, dict):
+        if node.get("maximum") == float(MAX_ID) and node.get("type") == "integer":
+            node["maximum"] = MAX_ID
+        if node.get("minimum") == 1.0 and node.get("type") == "integer":
+            node["minimum"] = 1
+        for value in node.values():
+            _exact_id_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exact_id_bounds(value)
+
+
 def _declare_problem_schema(app: FastAPI) -> None:
     """Routes reference #/components/schemas/Problem for their problem+json errors; define it once."""
     build_openapi = app.openapi
@@ -74,6 +90,7 @@ def _declare_problem_schema(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build_openapi()
+            _exact_id_bounds(document)
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             for model in (Problem, FieldError):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainSerializer, Strict, WithJsonSchema
 
-# Ids fit PostgreSQL's bigint, but the API takes them only up to 2**53 - 1: the largest integer every
-# JSON client (JavaScript's Number, I-JSON / RFC 7493) holds exactly, and that the OpenAPI document
-# (whose bounds are floats) can state exactly. Identity columns are nowhere near it.
-MAX_ID = 2**53 - 1
+# Ids are PostgreSQL bigints: the API takes every one of them, 1..2**63 - 1 (app.main keeps the bound
+# exact in the OpenAPI document).
+MAX_ID = 2**63 - 1
 MAX_MONEY = Decimal("999999999999.99")  # NUMERIC(14,2)
 
 # Money travels as a JSON number (never a string) and is a Decimal inside the service.

@@ -130,7 +130,8 @@ async def test_bad_path_and_query_values(client: AsyncClient, path: str) -> None
 
 
 async def test_largest_valid_id_is_a_clean_404(client: AsyncClient) -> None:
-    # MAX_ID is 2**53 - 1, the largest integer every JSON client holds exactly (see app/schemas.py).
+    # Ids are bigints: every value up to 2**63 - 1 is a valid id (absent here), one more is not.
+    assert MAX_ID == 2**63 - 1
     assert_problem(await client.get(f"/api/view-loan/{MAX_ID}"), 404)
     assert_problem(await client.get(f"/api/view-loans/{MAX_ID}"), 404)
     assert_problem(await client.get(f"/api/view-loan/{MAX_ID + 1}"), 422)

@@ -128,12 +128,12 @@ async def test_a_name_is_measured_after_trimming(client: AsyncClient) -> None:
     assert (await client.post("/api/register", json=register_body(first_name=too_long))).status_code == 422
 
 
-# The document's integer bounds are floats (FastAPI's OpenAPI model): 2**63 - 1 read back as 2**63. Ids now
-# stop at 2**53 - 1, which a float states exactly (and every JSON client holds exactly).
+# Pydantic writes integer bounds as floats: 2**63 - 1 read back as 2**63. The id schema states it exactly.
 async def test_the_documented_id_bound_is_exact(client: AsyncClient) -> None:
     document = await _document(client)
     customer_id = document["components"]["schemas"]["LoanRequestIn"]["properties"]["customer_id"]
-    assert customer_id["maximum"] == MAX_ID == 2**53 - 1
+    assert customer_id["maximum"] == MAX_ID == 2**63 - 1
+    assert isinstance(customer_id["maximum"], int)
     body = {"customer_id": MAX_ID + 1, **LOAN}
     assert (await client.post("/api/check-eligibility", json=body)).status_code == 422
     assert (

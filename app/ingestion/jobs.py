@@ -38,13 +38,14 @@ from app.ingestion.reader import SheetHeader, WorkbookError, read_frame
 JOB_FUNCTION = "ingest_workbooks"
 RESULT_TTL_S = 24 * 3600
 """How long a finished job's report stays readable (ARQ's keep_result and our own keys)."""
-READ_AHEAD_BYTES = 8 << 20
-"""How far a reader process may run ahead of the writer (asyncio buffers up to twice this): ~100k loan
-rows as CSV, enough for the loans reader to keep parsing while a 100k-customer file loads."""
+READ_AHEAD_BYTES = 2 << 20
+"""How far a reader process may run ahead of the writer (asyncio buffers up to twice this): ~60k loan
+rows as CSV, a few seconds of parsing that the loans reader does while the customers file loads."""
 _LOADERS: tuple[tuple[FileKind, type[CustomerLoader] | type[LoanLoader]], ...] = (
     ("customers", CustomerLoader),
     ("loans", LoanLoader),
 )
+_MAX_REASON = 2_000
 # The reader runs as `python -m app.ingestion.reader`: make sure the child finds this package.
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -279,11 +280,12 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
                 reports.append(
                     await _load_file(engine, loader_class, readers[kind], paths[kind], headers[kind], tracker)
                 )
-    except WorkbookError as exc:
+    except (WorkbookError, IngestionFailed) as exc:
         await _store(redis, job_id, report("failed", str(exc)))
         raise IngestionFailed(str(exc)) from None
     except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+        # A database error's text can quote a whole statement: enough to diagnose, not a page.
+        reason = f"{type(exc).__name__}: {exc}"[:_MAX_REASON]
         await _store(redis, job_id, report("failed", reason))
         raise IngestionFailed(reason) from exc
     done = report("complete")

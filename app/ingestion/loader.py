@@ -4,16 +4,16 @@ Everything for one file runs inside the caller's transaction: a file loads compl
 the identity sequences are moved past the largest id before it commits. Merges only write rows whose
 values differ, so running the same file again changes nothing.
 
-Customers (a tenth of the rows) are merged once, at the end of the file. Loans are merged batch by batch,
-still inside the one transaction, so PostgreSQL writes batch n while the reader process parses batch n+1:
-a single merge at the end would add its whole duration to the load.
+Customers (a tenth of the rows) are merged once, at the end of their file. Loans are inserted batch by
+batch, still inside the one transaction, so PostgreSQL writes batch n while the reader process parses
+batch n+1: one merge at the end would add its whole duration to the load.
 
-Loan IDs: a loan keeps its workbook Loan ID as its loan_id unless that id is already taken, by a row
-already in the table or by an earlier new loan of the same file; such a loan is "deferred" and inserted
-at the end of the file with a fresh id from the identity sequence (drawn only once the sequence is past
-every Loan ID in the file, so a fresh id can never take a Loan ID a later row needs). The workbook's
-number stays in source_loan_id. A loan already loaded (same customer and source_loan_id) is updated in
-place and keeps whatever loan_id it has.
+Loan IDs: a new loan takes its workbook Loan ID as its loan_id, first come (in file order) first served.
+A row the batch insert cannot place is set aside and settled when the file ends: a key already in the
+table is updated in place (keeping whatever loan_id it has), a repeated key's last row wins, and a new
+loan whose Loan ID was taken (by a row already in the table, or an earlier row of the file) gets a fresh
+id from the identity sequence, keeping the workbook's number in source_loan_id. Fresh ids are drawn only
+once the sequence is past every Loan ID of the file, so one can never take a Loan ID a later row needs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.ingestion.reader import MAX_REPORTED_ERRORS, RowError, SheetHeader
+
+MAX_LISTED_REKEYED = 10_000
+"""Re-keyed loans listed in a report: all of a real export's; a bound on memory for a synthetic giant."""
 
 # Serialises ingestions (two workers, or ARQ running a job twice): one file loads at a time.
 _INGESTION_LOCK_KEY = 0x6372_6564_6974  # "credit"
@@ -82,7 +85,12 @@ class FileReport(BaseModel):
     duplicate_rows: list[DuplicateRow] = Field(
         default_factory=list, description=f"The first {MAX_REPORTED_ERRORS} superseded rows."
     )
-    rekeyed_loans: list[RekeyedLoan] = Field(default_factory=list, description="Every re-keyed loan.")
+    rekeyed_loans: list[RekeyedLoan] = Field(
+        default_factory=list,
+        description=f"Every re-keyed loan, in row order (the first {MAX_LISTED_REKEYED:,} if there are more;"
+        " the loans table has them all: `source_loan_id <> loan_id`).",
+    )
+    rekeyed_not_shown: int = Field(default=0, description="Re-keyed loans beyond those listed.")
 
 
 class BatchInfo(BaseModel):
@@ -350,280 +358,201 @@ _LOAN_COLUMNS_DDL = """
 """
 
 
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{column}" for column in _LOAN_VALUES.split(", "))
-
-
 class LoanLoader(_Loader):
     kind = "loans"
     copy_table = "ingest_batch"
     columns = ("row_number", "customer_id", "source_loan_id", *_LOAN_VALUES.split(", "))
     ddl = (
-        # One batch as read, then as merged (one row per key, with where it goes).
+        # One batch as read; truncated after each.
         f"CREATE TEMP TABLE ingest_batch (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL}) ON COMMIT DROP",
-        f"""
-        CREATE TEMP TABLE ingest_merge (
-            row_number integer NOT NULL,
-            first_row integer NOT NULL,
-            {_LOAN_COLUMNS_DDL},
-            existing_loan_id bigint,
-            seen_row integer,
-            deferred boolean NOT NULL,
-            claim_rank integer NOT NULL
-        ) ON COMMIT DROP
-        """,
-        # Every key of the file so far and the row that last set it: duplicates across batches.
+        # Rows the batch insert could not place (their key is taken, or their Loan ID, or they repeat a key):
+        # settled when the file ends. A few percent of a first load; everything on a reload.
+        f"CREATE TEMP TABLE ingest_leftover (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL})"
+        " ON COMMIT DROP",
+        # Every row's key, to list the rows a later one superseded.
         """
-        CREATE TEMP TABLE ingest_seen (
-            customer_id bigint NOT NULL,
-            source_loan_id bigint NOT NULL,
-            row_number integer NOT NULL,
-            PRIMARY KEY (customer_id, source_loan_id)
-        ) ON COMMIT DROP
-        """,
-        # New loans whose Loan ID was taken: inserted with fresh ids when the file ends.
-        f"""
-        CREATE TEMP TABLE ingest_deferred (
-            row_number integer NOT NULL,
-            first_row integer NOT NULL,
-            {_LOAN_COLUMNS_DDL},
-            PRIMARY KEY (customer_id, source_loan_id)
+        CREATE TEMP TABLE ingest_rows (
+            row_number integer NOT NULL, customer_id bigint NOT NULL, source_loan_id bigint NOT NULL
         ) ON COMMIT DROP
         """,
     )
 
     def __init__(self, conn: AsyncConnection, path: str, header: SheetHeader) -> None:
         super().__init__(conn, path, header)
-        self.inserted = self.updated = self.existing = 0
+        self.inserted = 0
         self.max_loan_id = 0
-        self.rekeyed: dict[tuple[int, int], RekeyedLoan] = {}
 
     async def _merge_batch(self, info: BatchInfo) -> None:
+        """Insert the batch's new loans under their workbook Loan ID; set the rest aside for `finish`.
+
+        This is most of the work of a first load, and it runs while the reader parses the next batch.
+        """
         if info.max_loan_id > self.max_loan_id:
-            # Past every Loan ID seen so far before claiming any: a loan created through the API meanwhile
+            # Past every Loan ID seen so far, before claiming any: a loan created through the API meanwhile
             # (nextval) cannot take one of them.
             self.max_loan_id = info.max_loan_id
             await _advance_sequence(self.conn, "loans", "loan_id", self.max_loan_id)
-        # Statistics for the planner: without them it guesses a temp table's size and may join a batch
-        # of thousands to a million-row table by scanning the big one, once per batch.
-        await self.conn.execute(text("ANALYZE ingest_batch"))
         await self._drop_unknown_customers()
-        counts = await self._build_merge_set()
-        await self.conn.execute(text("ANALYZE ingest_merge"))
-        if counts.superseded:
-            self._superseded(await self._duplicates())
-        if counts.existing:
-            self.updated += await self._update_existing()
-        if counts.deferred:
-            await self._update_deferred()
-        if counts.new:
-            self.inserted += await self._insert_new()
-        await self._remember()
-        await self.conn.execute(text("TRUNCATE ingest_batch, ingest_merge"))
+        inserted = await self._one(
+            f"""
+            WITH firsts AS MATERIALIZED (  -- a key's first row in the batch claims; later ones wait
+                SELECT DISTINCT ON (customer_id, source_loan_id) * FROM ingest_batch
+                ORDER BY customer_id, source_loan_id, row_number
+            ),
+            inserted AS (
+                -- In file order, so the first of several loans with one Loan ID gets it. DO NOTHING when
+                -- the key exists already or the Loan ID is taken (also by a concurrent transaction).
+                INSERT INTO loans (loan_id, customer_id, source_loan_id, {_LOAN_VALUES})
+                SELECT source_loan_id, customer_id, source_loan_id, {_LOAN_VALUES}
+                FROM firsts ORDER BY row_number
+                ON CONFLICT DO NOTHING
+                RETURNING customer_id, source_loan_id
+            ),
+            set_aside AS (
+                -- NOT IN over a subquery: a hash lookup per row whatever the planner thinks of the CTEs.
+                INSERT INTO ingest_leftover
+                SELECT * FROM ingest_batch b
+                WHERE (b.customer_id, b.source_loan_id)
+                      NOT IN (SELECT customer_id, source_loan_id FROM inserted)
+                   OR b.row_number NOT IN (SELECT row_number FROM firsts)
+            ),
+            remembered AS (
+                INSERT INTO ingest_rows SELECT row_number, customer_id, source_loan_id FROM ingest_batch
+            )
+            SELECT count(*) FROM inserted
+            """
+        )
+        self.inserted += int(inserted[0])
+        await self.conn.execute(text("TRUNCATE ingest_batch"))
 
     async def _drop_unknown_customers(self) -> None:
         rows = await self._rows(
             """
             DELETE FROM ingest_batch b
+            -- A scalar subquery: one index probe per row (NOT EXISTS may hash the whole table per batch).
             WHERE (SELECT 1 FROM customers c WHERE c.customer_id = b.customer_id) IS NULL
             RETURNING row_number, customer_id
             """
         )
         self._reject(sorted(rows), "customer_id", lambda r: f"unknown customer {r.customer_id}")
 
-    async def _build_merge_set(self) -> Any:
-        """One row per (customer, Loan ID) of the batch, the last; where it stands; counts for the rest."""
-        counts = await self._one(
-            f"""
-            WITH last_rows AS (
-                SELECT DISTINCT ON (customer_id, source_loan_id) *,
-                       min(row_number) OVER (PARTITION BY customer_id, source_loan_id) AS first_row
-                FROM ingest_batch
-                ORDER BY customer_id, source_loan_id, row_number DESC
-            ),
-            placed AS MATERIALIZED (  -- each probe once, though several expressions below use it
-                SELECT r.*,
-                       (SELECT l.loan_id FROM loans l
-                        WHERE l.customer_id = r.customer_id AND l.source_loan_id = r.source_loan_id)
-                           AS existing_loan_id,
-                       (SELECT s.row_number FROM ingest_seen s
-                        WHERE s.customer_id = r.customer_id AND s.source_loan_id = r.source_loan_id)
-                           AS seen_row,
-                       (SELECT true FROM ingest_deferred d
-                        WHERE d.customer_id = r.customer_id AND d.source_loan_id = r.source_loan_id)
-                           IS NOT NULL AS deferred
-                FROM last_rows r
-            ),
-            merged AS (
-                INSERT INTO ingest_merge
-                SELECT row_number, first_row, customer_id, source_loan_id, {_LOAN_VALUES},
-                       existing_loan_id, seen_row, deferred,
-                       -- Among new loans sharing a Loan ID, the first in the file may claim it.
-                       row_number() OVER (PARTITION BY existing_loan_id IS NULL AND NOT deferred,
-                                          source_loan_id ORDER BY first_row)
-                FROM placed
-                RETURNING existing_loan_id, seen_row, deferred
-            )
-            SELECT
-                (SELECT count(*) FROM ingest_batch) - count(*) + count(seen_row) AS superseded,
-                count(*) FILTER (WHERE existing_loan_id IS NOT NULL) AS existing,
-                -- Already in the table before this file: inserted, updated or unchanged by it.
-                count(*) FILTER (WHERE existing_loan_id IS NOT NULL AND seen_row IS NULL) AS preexisting,
-                count(*) FILTER (WHERE deferred) AS deferred,
-                count(*) FILTER (WHERE existing_loan_id IS NULL AND NOT deferred) AS new
-            FROM merged
-            """
-        )
-        self.existing += counts.preexisting
-        return counts
-
-    async def _duplicates(self) -> list[Any]:
-        """Rows superseded by a later row with the same key: within the batch, or from an earlier batch."""
-        return await self._rows(
-            """
-            SELECT b.row_number, m.row_number AS kept_row, b.customer_id, b.source_loan_id AS loan_id
-            FROM ingest_batch b JOIN ingest_merge m USING (customer_id, source_loan_id)
-            WHERE b.row_number <> m.row_number
-            UNION ALL
-            SELECT seen_row, row_number, customer_id, source_loan_id
-            FROM ingest_merge WHERE seen_row IS NOT NULL
-            ORDER BY 1
-            """
-        )
-
-    async def _update_existing(self) -> int:
-        """Update loans already in the table whose values differ; count those new to this file."""
-        updated, rekeyed = await self._one(
-            f"""
-            WITH changed AS (
-                UPDATE loans l SET ({_LOAN_VALUES}) = (
-                    m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment, m.emis_paid_on_time,
-                    m.start_date, m.end_date)
-                FROM ingest_merge m
-                WHERE m.existing_loan_id = l.loan_id
-                  -- An index condition on loans: the planner would rather hash-join the whole table.
-                  AND l.loan_id = ANY (ARRAY(SELECT existing_loan_id FROM ingest_merge
-                                             WHERE existing_loan_id IS NOT NULL))
-                  AND (l.loan_amount, l.tenure, l.interest_rate, l.monthly_installment, l.emis_paid_on_time,
-                       l.start_date, l.end_date)
-                      IS DISTINCT FROM (m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment,
-                                        m.emis_paid_on_time, m.start_date, m.end_date)
-                RETURNING m.seen_row
-            )
-            SELECT (SELECT count(*) FROM changed WHERE seen_row IS NULL),
-                   (SELECT count(*) FROM ingest_merge WHERE existing_loan_id <> source_loan_id)
-            """
-        )
-        if rekeyed:  # loaded under another id by an earlier run (or an earlier batch's deferral)
-            self._note_rekeyed(
-                await self._rows(
-                    """
-                    SELECT m.row_number, m.customer_id, m.source_loan_id, m.existing_loan_id AS loan_id,
-                           (SELECT h.customer_id FROM loans h WHERE h.loan_id = m.source_loan_id) AS holder
-                    FROM ingest_merge m
-                    WHERE m.existing_loan_id <> m.source_loan_id
-                    """
-                )
-            )
-        return int(updated)
-
-    async def _update_deferred(self) -> None:
-        """A later row for a key waiting in ingest_deferred replaces it there (last row wins)."""
+    async def finish(self) -> FileReport:
+        """Settle the rows set aside: the last row of each key wins; a key already in the table is updated
+        (only if its values differ); a new loan whose Loan ID was taken is inserted under a fresh id."""
         await self.conn.execute(
             text(
-                f"""
-                UPDATE ingest_deferred d SET (row_number, {_LOAN_VALUES}) = (
-                    m.row_number, m.loan_amount, m.tenure, m.interest_rate, m.monthly_installment,
-                    m.emis_paid_on_time, m.start_date, m.end_date)
-                FROM ingest_merge m
-                WHERE m.deferred AND d.customer_id = m.customer_id AND d.source_loan_id = m.source_loan_id
+                """
+                CREATE TEMP TABLE ingest_final ON COMMIT DROP AS
+                SELECT DISTINCT ON (l.customer_id, l.source_loan_id) l.*,
+                       min(l.row_number) OVER (PARTITION BY l.customer_id, l.source_loan_id) AS first_row,
+                       t.loan_id AS target_loan_id,
+                       -- Inserted by this very transaction (an earlier batch of this file), or there before?
+                       t.xmin = pg_current_xact_id()::xid AS from_this_file
+                FROM ingest_leftover l
+                LEFT JOIN loans t USING (customer_id, source_loan_id)
+                ORDER BY l.customer_id, l.source_loan_id, l.row_number DESC
+                """
+            )
+        )
+        await self._list_superseded()
+        updated, preexisting = await self._update_existing()
+        self.inserted += await self._insert_deferred()
+        rekeyed, listed = await self._rekeyed()
+        await advance_identity_sequences(self.conn)
+        return self._report(
+            inserted=self.inserted,
+            updated=updated,
+            unchanged=preexisting - updated,
+            rekeyed=rekeyed,
+            rekeyed_loans=listed,
+            rekeyed_not_shown=rekeyed - len(listed),
+        )
+
+    async def _list_superseded(self) -> None:
+        """Rows of a key that a later row of the same key replaced (only keys with rows set aside can
+        have any: a repeated key's later rows always are)."""
+        self._superseded(
+            await self._rows(
+                """
+                SELECT row_number, kept_row, customer_id, source_loan_id AS loan_id FROM (
+                    SELECT r.*, lead(r.row_number) OVER (PARTITION BY r.customer_id, r.source_loan_id
+                                                        ORDER BY r.row_number) AS kept_row
+                    FROM ingest_rows r
+                    WHERE (r.customer_id, r.source_loan_id)
+                          IN (SELECT customer_id, source_loan_id FROM ingest_final)
+                ) keyed
+                WHERE kept_row IS NOT NULL
+                ORDER BY row_number
                 """
             )
         )
 
-    async def _insert_new(self) -> int:
-        """Insert new loans under their workbook Loan ID; defer those whose Loan ID is taken.
+    async def _update_existing(self) -> tuple[int, int]:
+        """Apply the last row to keys in the table whose values differ. Returns (updated, pre-existing):
+        rows there before this file count as updated or unchanged; a duplicate within the file does not."""
+        updated, preexisting = await self._one(
+            f"""
+            WITH changed AS (
+                UPDATE loans t SET ({_LOAN_VALUES}) = ({_prefixed("f")})
+                FROM ingest_final f
+                WHERE t.loan_id = f.target_loan_id
+                  AND ({_prefixed("t")}) IS DISTINCT FROM ({_prefixed("f")})
+                RETURNING f.from_this_file
+            )
+            SELECT (SELECT count(*) FROM changed WHERE NOT from_this_file),
+                   (SELECT count(*) FROM ingest_final WHERE target_loan_id IS NOT NULL AND NOT from_this_file)
+            """
+        )
+        return int(updated), int(preexisting)
 
-        ON CONFLICT DO NOTHING is the "is it taken" test: it also covers an id taken by a concurrent
-        transaction, which a NOT EXISTS check could miss.
-        """
+    async def _insert_deferred(self) -> int:
+        """Fresh ids, in file order, for new loans whose Loan ID was taken. The sequence is already past
+        every Loan ID of the file (advanced batch by batch), so no fresh id equals one of them."""
         inserted = await self.conn.execute(
             text(
                 f"""
                 INSERT INTO loans (loan_id, customer_id, source_loan_id, {_LOAN_VALUES})
-                SELECT source_loan_id, customer_id, source_loan_id, {_LOAN_VALUES}
-                FROM ingest_merge
-                WHERE existing_loan_id IS NULL AND NOT deferred AND claim_rank = 1
-                ON CONFLICT DO NOTHING
-                """
-            )
-        )
-        # The new loans not in the table now are those whose Loan ID was taken.
-        await self.conn.execute(
-            text(
-                f"""
-                INSERT INTO ingest_deferred
-                SELECT row_number, first_row, customer_id, source_loan_id, {_LOAN_VALUES}
-                FROM ingest_merge m
-                WHERE existing_loan_id IS NULL AND NOT deferred
-                  -- A scalar subquery, probed per row: NOT EXISTS would become a scan of all loans.
-                  AND (SELECT l.loan_id FROM loans l
-                       WHERE l.customer_id = m.customer_id AND l.source_loan_id = m.source_loan_id) IS NULL
+                SELECT nextval(pg_get_serial_sequence('loans', 'loan_id')), customer_id, source_loan_id,
+                       {_LOAN_VALUES}
+                FROM (
+                    SELECT * FROM ingest_final WHERE target_loan_id IS NULL ORDER BY first_row
+                ) in_file_order
                 """
             )
         )
         return int(inserted.rowcount)
 
-    async def _remember(self) -> None:
-        await self.conn.execute(
-            text(
-                """
-                INSERT INTO ingest_seen (customer_id, source_loan_id, row_number)
-                SELECT customer_id, source_loan_id, row_number FROM ingest_merge
-                ON CONFLICT (customer_id, source_loan_id) DO UPDATE SET row_number = EXCLUDED.row_number
-                """
-            )
+    async def _rekeyed(self) -> tuple[int, list[RekeyedLoan]]:
+        """How many loans of the file are stored under another id than their Loan ID (those just given a
+        fresh one, and those an earlier load did), and the first MAX_LISTED_REKEYED of them, in row order.
+        Only keys set aside can be: a loan the batch insert placed has loan_id = its Loan ID."""
+        rekeyed = """
+            FROM ingest_final f
+            JOIN loans t USING (customer_id, source_loan_id)
+            WHERE t.loan_id <> t.source_loan_id
+        """
+        count = (await self._one(f"SELECT count(*) {rekeyed}"))[0]
+        rows = await self._rows(
+            f"""
+            SELECT f.row_number, f.customer_id, f.source_loan_id, t.loan_id,
+                   (SELECT h.customer_id FROM loans h WHERE h.loan_id = f.source_loan_id) AS holder
+            {rekeyed}
+            ORDER BY f.row_number
+            LIMIT :limit
+            """,
+            limit=MAX_LISTED_REKEYED,
         )
-
-    def _note_rekeyed(self, rows: list[Any]) -> None:
-        for r in rows:
-            self.rekeyed[(r.customer_id, r.source_loan_id)] = RekeyedLoan(
+        return int(count), [
+            RekeyedLoan(
                 row=r.row_number,
                 customer_id=r.customer_id,
                 workbook_loan_id=r.source_loan_id,
                 loan_id=r.loan_id,
                 held_by_customer_id=r.holder,
             )
+            for r in rows
+        ]
 
-    async def finish(self) -> FileReport:
-        await self._insert_deferred()
-        await advance_identity_sequences(self.conn)
-        rekeyed = sorted(self.rekeyed.values(), key=lambda loan: loan.row)
-        return self._report(
-            inserted=self.inserted,
-            updated=self.updated,
-            unchanged=self.existing - self.updated,
-            rekeyed=len(rekeyed),
-            rekeyed_loans=rekeyed,
-        )
 
-    async def _insert_deferred(self) -> None:
-        """Fresh ids, in file order, for new loans whose Loan ID was taken. The sequence is already past
-        every Loan ID of the file (advanced batch by batch), so no fresh id equals one of them."""
-        rows = await self._rows(
-            f"""
-            WITH fresh AS (
-                INSERT INTO loans (loan_id, customer_id, source_loan_id, {_LOAN_VALUES})
-                SELECT nextval(pg_get_serial_sequence('loans', 'loan_id')), customer_id, source_loan_id,
-                       {_LOAN_VALUES}
-                FROM (SELECT * FROM ingest_deferred ORDER BY first_row) in_file_order
-                RETURNING loan_id, customer_id, source_loan_id
-            )
-            SELECT d.row_number, f.customer_id, f.source_loan_id, f.loan_id,
-                   (SELECT h.customer_id FROM loans h WHERE h.loan_id = f.source_loan_id) AS holder
-            FROM fresh f
-            JOIN ingest_deferred d USING (customer_id, source_loan_id)
-            """
-        )
-        self.inserted += len(rows)
-        self._note_rekeyed(rows)
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in _LOAN_VALUES.split(", "))

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from httpx import ASGITransport, AsyncClient
 from openpyxl import load_workbook
 from sqlalchemy import text
@@ -482,3 +483,22 @@ async def test_the_workers_event_loop_stays_responsive_while_parsing(
     # Parsing 30,000 rows in the loop's thread would stall it for seconds; a health check every 10 s
     # must never be late.
     assert worst < 0.5, f"event loop stalled for {worst:.2f} s"
+
+
+async def test_a_huge_rekeyed_list_is_capped_and_counted(
+    ingest: Ingest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.ingestion import loader
+
+    monkeypatch.setattr(loader, "MAX_LISTED_REKEYED", 3)
+    customers = write_xlsx(tmp_path / "c.xlsx", CUSTOMER_HEADERS, [customer(1), customer(2)])
+    loans = write_xlsx(
+        tmp_path / "l.xlsx",
+        LOAN_HEADERS,
+        [loan(1, i) for i in range(1, 9)] + [loan(2, i) for i in range(1, 9)],
+    )
+    state = await ingest(customers, loans)
+    files = by_file(state)
+    assert files["loans"].rekeyed == 8
+    assert [r.row for r in files["loans"].rekeyed_loans] == [10, 11, 12]
+    assert files["loans"].rekeyed_not_shown == 5

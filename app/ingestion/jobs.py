@@ -41,10 +41,7 @@ RESULT_TTL_S = 24 * 3600
 READ_AHEAD_BYTES = 2 << 20
 """How far a reader process may run ahead of the writer (asyncio buffers up to twice this): ~60k loan
 rows as CSV, a few seconds of parsing that the loans reader does while the customers file loads."""
-_LOADERS: tuple[tuple[FileKind, type[CustomerLoader] | type[LoanLoader]], ...] = (
-    ("customers", CustomerLoader),
-    ("loans", LoanLoader),
-)
+_KINDS: tuple[FileKind, ...] = ("customers", "loans")
 _MAX_REASON = 2_000
 # The reader runs as `python -m app.ingestion.reader`: make sure the child finds this package.
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -250,9 +247,9 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
     paths: dict[FileKind, Path] = {"customers": Path(customers_path), "loans": Path(loans_path)}
     tracker = _ProgressTracker(redis, job_id)
     reports: list[FileReport] = []
-    # One reader process per file, both started now: the loans file is parsed (READ_AHEAD_BYTES ahead)
-    # on the second core while the customers file loads, instead of after it.
-    readers = {kind: ReaderProcess(kind, paths[kind], settings.ingestion_batch_rows) for kind, _ in _LOADERS}
+    # One reader process per file, both started now: the loans file is parsed on the second core while
+    # the customers file loads, instead of after it.
+    readers = {kind: ReaderProcess(kind, paths[kind], settings.ingestion_batch_rows) for kind in _KINDS}
 
     def report(status: Literal["complete", "failed"], error: str | None = None) -> IngestionReport:
         return IngestionReport(
@@ -276,10 +273,32 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
             # Both headers before any row: a missing column or an unreadable loans file fails the job
             # before the customers file is written.
             headers = {kind: await reader.header() for kind, reader in readers.items()}
-            for kind, loader_class in _LOADERS:
-                reports.append(
-                    await _load_file(engine, loader_class, readers[kind], paths[kind], headers[kind], tracker)
+            # The loans transaction starts now too, holding its batches (in PostgreSQL, not in memory)
+            # until the customers file is committed: its rows must find their customers.
+            customers_loaded = asyncio.Event()
+            loans = asyncio.create_task(
+                _load_file(
+                    engine,
+                    LoanLoader(paths["loans"], headers["loans"], customers_loaded=customers_loaded),
+                    readers["loans"],
+                    tracker,
                 )
+            )
+            try:
+                reports.append(
+                    await _load_file(
+                        engine,
+                        CustomerLoader(paths["customers"], headers["customers"]),
+                        readers["customers"],
+                        tracker,
+                    )
+                )
+                customers_loaded.set()
+                reports.append(await loans)
+            finally:
+                if not loans.done():  # the customers file failed: the loans transaction rolls back
+                    loans.cancel()
+                    await asyncio.gather(loans, return_exceptions=True)
     except (WorkbookError, IngestionFailed) as exc:
         await _store(redis, job_id, report("failed", str(exc)))
         raise IngestionFailed(str(exc)) from None
@@ -294,18 +313,13 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
 
 
 async def _load_file(
-    engine: AsyncEngine,
-    loader_class: type[CustomerLoader] | type[LoanLoader],
-    reader: ReaderProcess,
-    path: Path,
-    header: SheetHeader,
-    tracker: _ProgressTracker,
+    engine: AsyncEngine, loader: CustomerLoader | LoanLoader, reader: ReaderProcess, tracker: _ProgressTracker
 ) -> FileReport:
-    kind = loader_class.kind
+    """One file in one transaction: its batches as they come, then the end-of-file merge."""
+    kind = loader.kind
     tracker.start(kind)
     async with engine.begin() as conn:
-        loader = loader_class(conn, str(path), header)
-        await loader.start()
+        await loader.start(conn)
         async for info, rows in reader.batches():
             await loader.add_batch(info, rows)
             await tracker.update(kind, info.rows_read)
@@ -397,7 +411,7 @@ class _ProgressTracker:
         self.key = _progress_key(job_id)
         self.files = {
             kind: FileProgress(file=kind, stage="waiting", rows_read=0, rows_per_s=0, seconds=0)
-            for kind, _ in _LOADERS
+            for kind in _KINDS
         }
         self.started: dict[str, float] = {}
 

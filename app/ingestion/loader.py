@@ -18,8 +18,10 @@ once the sequence is past every Loan ID of the file, so one can never take a Loa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
@@ -31,8 +33,9 @@ from app.ingestion.reader import MAX_REPORTED_ERRORS, RowError, SheetHeader
 MAX_LISTED_REKEYED = 10_000
 """Re-keyed loans listed in a report: all of a real export's; a bound on memory for a synthetic giant."""
 
-# Serialises ingestions (two workers, or ARQ running a job twice): one file loads at a time.
-_INGESTION_LOCK_KEY = 0x6372_6564_6974  # "credit"
+# Serialise ingestions (two workers, or ARQ running a job twice): one customers file and one loans file
+# load at a time. Two keys, always taken customers first within a job, so jobs cannot deadlock.
+_LOCK_KEYS = {"customers": 0x6372_6564_6974_01, "loans": 0x6372_6564_6974_02}
 
 FileKind = Literal["customers", "loans"]
 
@@ -151,9 +154,8 @@ class _Loader:
     columns: ClassVar[tuple[str, ...]]
     ddl: ClassVar[tuple[str, ...]]
 
-    def __init__(self, conn: AsyncConnection, path: str, header: SheetHeader) -> None:
-        self.conn = conn
-        self.path = path
+    def __init__(self, path: str | Path, header: SheetHeader) -> None:
+        self.path = str(path)
         self.header = header
         self.started = time.perf_counter()
         self.rows_read = self.skipped = self.error_count = 0
@@ -162,8 +164,10 @@ class _Loader:
         self.duplicate_rows: list[DuplicateRow] = []
         self._driver: Any = None
 
-    async def start(self) -> None:
-        await self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _INGESTION_LOCK_KEY})
+    async def start(self, conn: AsyncConnection) -> None:
+        """Begin on `conn`, in its transaction: wait for any other ingestion of this kind of file."""
+        self.conn = conn
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEYS[self.kind]})
         for statement in self.ddl:
             await self.conn.execute(text(statement))
         raw = await self.conn.get_raw_connection()
@@ -175,13 +179,15 @@ class _Loader:
         self.error_count += info.error_count
         self.errors.extend(info.errors)
         if info.rows:
-            await self._driver.copy_to_table(
-                self.copy_table, source=_chunks(csv_rows), columns=list(self.columns), format="csv"
-            )
-            await self._merge_batch(info)
+            await self._stage(info, csv_rows)
 
-    async def _merge_batch(self, info: BatchInfo) -> None:
-        """Per-batch work after the COPY; nothing by default."""
+    async def _stage(self, info: BatchInfo, csv_rows: bytes) -> None:
+        await self._copy(self.copy_table, csv_rows)
+
+    async def _copy(self, table: str, csv_rows: bytes) -> None:
+        await self._driver.copy_to_table(
+            table, source=_chunks(csv_rows), columns=list(self.columns), format="csv"
+        )
 
     async def finish(self) -> FileReport:
         raise NotImplementedError
@@ -365,6 +371,8 @@ class LoanLoader(_Loader):
     ddl = (
         # One batch as read; truncated after each.
         f"CREATE TEMP TABLE ingest_batch (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL}) ON COMMIT DROP",
+        # Batches read before the customers file committed.
+        f"CREATE TEMP TABLE ingest_held (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL}) ON COMMIT DROP",
         # Rows the batch insert could not place (their key is taken, or their Loan ID, or they repeat a key):
         # settled when the file ends. A few percent of a first load; everything on a reload.
         f"CREATE TEMP TABLE ingest_leftover (row_number integer NOT NULL, {_LOAN_COLUMNS_DDL})"
@@ -377,21 +385,51 @@ class LoanLoader(_Loader):
         """,
     )
 
-    def __init__(self, conn: AsyncConnection, path: str, header: SheetHeader) -> None:
-        super().__init__(conn, path, header)
+    def __init__(
+        self, path: str | Path, header: SheetHeader, *, customers_loaded: asyncio.Event | None = None
+    ) -> None:
+        super().__init__(path, header)
         self.inserted = 0
         self.max_loan_id = 0
+        self.customers_loaded = customers_loaded
+        self.held = 0  # rows waiting in ingest_held for the customers file to commit
+        self.sequence_floor = 0
 
-    async def _merge_batch(self, info: BatchInfo) -> None:
+    async def start(self, conn: AsyncConnection) -> None:
+        await super().start(conn)
+        # The merge's NOT IN lookups are hashed only if the hash fits in work_mem; a held-back backlog
+        # can be a few hundred thousand rows.
+        await conn.execute(text("SET LOCAL work_mem = '64MB'"))
+
+    async def _stage(self, info: BatchInfo, csv_rows: bytes) -> None:
+        self.max_loan_id = max(self.max_loan_id, info.max_loan_id)
+        if self.customers_loaded is not None and not self.customers_loaded.is_set():
+            # Not yet: new customers of this job are not committed. Keep the rows in PostgreSQL, so the
+            # reader never has to wait for the customers file.
+            await self._copy("ingest_held", csv_rows)
+            self.held += info.rows
+            return
+        await self._release_held()
+        await self._copy(self.copy_table, csv_rows)
+        await self._merge_batch()
+
+    async def _release_held(self) -> None:
+        if self.held:
+            await self.conn.execute(text("INSERT INTO ingest_batch SELECT * FROM ingest_held"))
+            await self.conn.execute(text("TRUNCATE ingest_held"))
+            self.held = 0
+            await self._merge_batch()
+
+    async def _merge_batch(self) -> None:
         """Insert the batch's new loans under their workbook Loan ID; set the rest aside for `finish`.
 
         This is most of the work of a first load, and it runs while the reader parses the next batch.
         """
-        if info.max_loan_id > self.max_loan_id:
+        if self.max_loan_id > self.sequence_floor:
             # Past every Loan ID seen so far, before claiming any: a loan created through the API meanwhile
             # (nextval) cannot take one of them.
-            self.max_loan_id = info.max_loan_id
             await _advance_sequence(self.conn, "loans", "loan_id", self.max_loan_id)
+            self.sequence_floor = self.max_loan_id
         await self._drop_unknown_customers()
         inserted = await self._one(
             f"""
@@ -439,6 +477,9 @@ class LoanLoader(_Loader):
     async def finish(self) -> FileReport:
         """Settle the rows set aside: the last row of each key wins; a key already in the table is updated
         (only if its values differ); a new loan whose Loan ID was taken is inserted under a fresh id."""
+        if self.customers_loaded is not None:
+            await self.customers_loaded.wait()  # a small loans file can be read before customers commit
+        await self._release_held()
         await self.conn.execute(
             text(
                 """

@@ -502,3 +502,57 @@ async def test_a_huge_rekeyed_list_is_capped_and_counted(
     assert files["loans"].rekeyed == 8
     assert [r.row for r in files["loans"].rekeyed_loans] == [10, 11, 12]
     assert files["loans"].rekeyed_not_shown == 5
+
+
+async def test_a_customers_file_that_breaks_midway_loads_neither_file(
+    ingest: Ingest, db: AsyncEngine, tmp_path: Path
+) -> None:
+    from tests.ingestion.test_reader import _rewrite_member
+
+    files = generate(tmp_path, customers=300, loans=400, seed=6)
+    _rewrite_member(
+        files.customers, "xl/worksheets/sheet1.xml", b'<row r="250">', b'<row r="250"><c r="A250">'
+    )
+    state = await ingest(files.customers, files.loans)
+    assert state.status == "failed"
+    assert state.error is not None and "customer_data.xlsx: damaged sheet" in state.error
+    # The loans transaction had started (holding its rows until customers committed): rolled back too.
+    assert await scalar(db, "SELECT count(*) FROM customers") == 0
+    assert await scalar(db, "SELECT count(*) FROM loans") == 0
+
+
+async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
+    db: AsyncEngine, tmp_path: Path
+) -> None:
+    from app.ingestion.loader import BatchInfo, LoanLoader
+    from app.ingestion.reader import LOANS, SheetReader, batch_meta, rows_to_csv
+
+    async with db.begin() as conn:
+        await conn.execute(text(f"INSERT INTO customers VALUES ({', '.join(_sql(customer(1)))}, now())"))
+    path = write_xlsx(tmp_path / "l.xlsx", LOAN_HEADERS, [loan(1, i) for i in range(1, 8)] + [loan(1, 3)])
+    with SheetReader(path, LOANS) as reader:
+        batches = list(reader.batches(3))
+        header = reader.header
+    customers_loaded = asyncio.Event()
+    loader = LoanLoader(path, header, customers_loaded=customers_loaded)
+
+    def info(batch: Any) -> BatchInfo:
+        return BatchInfo.model_validate(batch_meta("loans", batch))
+
+    async with db.begin() as conn:
+        await loader.start(conn)
+        for batch in batches[:2]:
+            await loader.add_batch(
+                BatchInfo.model_validate(batch_meta("loans", batch)), rows_to_csv(batch.rows)
+            )
+        assert loader.held == 6
+        assert await conn.scalar(text("SELECT count(*) FROM loans")) == 0  # nothing placed yet
+        customers_loaded.set()
+        for batch in batches[2:]:
+            await loader.add_batch(
+                BatchInfo.model_validate(batch_meta("loans", batch)), rows_to_csv(batch.rows)
+            )
+        report = await loader.finish()
+    assert (report.inserted, report.duplicates, report.rows_read) == (7, 1, 8)
+    assert [(d.row, d.kept_row) for d in report.duplicate_rows] == [(4, 9)]
+    assert await scalar(db, "SELECT count(*) FROM loans") == 7

@@ -11,7 +11,6 @@ is reused under a different customer, as in the real export (29 of its 782 loans
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import math
 import random
@@ -25,6 +24,8 @@ from zipfile import ZIP_DEFLATED, ZipFile
 
 from openpyxl import Workbook
 from openpyxl.utils import get_column_letter
+
+from app.credit.policy import add_months, approved_limit_for, installment
 
 CUSTOMER_HEADERS = (
     "Customer ID",
@@ -70,6 +71,7 @@ APPROVAL_DAYS = (dt.date(2023, 8, 31) - FIRST_APPROVAL).days
 _PHONE_SPACE = 4_000_000_000
 _PHONE_MULTIPLIER = 2_654_435_761  # odd and not a multiple of 5, so coprime with 4e9 = 2^11 * 5^9
 _FIRST_LOAN_ID = 1_000
+_RUPEE = Decimal(1)
 
 _HEAD_BYTES = 64 * 1024  # openpyxl's sheet header (before <sheetData>) is a few hundred bytes
 _COPY_CHUNK = 1024 * 1024
@@ -85,28 +87,9 @@ class SampleFiles:
     loans: Path
 
 
-def add_months(start: dt.date, months: int) -> dt.date:
-    """The same day `months` later, clamped to the month's last day (31 Jan + 1 month = 28/29 Feb)."""
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    return start.replace(year=year, month=month, day=min(start.day, calendar.monthrange(year, month)[1]))
-
-
 def monthly_installment(principal: Decimal, annual_rate_percent: Decimal, tenure_months: int) -> Decimal:
-    """The standard EMI, P r (1+r)^n / ((1+r)^n - 1) with r the monthly rate, rounded half-up to the rupee."""
-    if annual_rate_percent == 0:
-        emi = principal / tenure_months
-    else:
-        rate = annual_rate_percent / Decimal(1200)
-        growth = (1 + rate) ** tenure_months
-        emi = principal * rate * growth / (growth - 1)
-    return emi.quantize(Decimal(1), rounding=ROUND_HALF_UP)
-
-
-def approved_limit(monthly_salary: Decimal) -> Decimal:
-    """36 x monthly salary, rounded half-up to the nearest lakh (100,000)."""
-    lakhs = (36 * monthly_salary / 100_000).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return lakhs * 100_000
+    """The policy's EMI, in whole rupees as the export has it."""
+    return installment(principal, annual_rate_percent, tenure_months).quantize(_RUPEE, rounding=ROUND_HALF_UP)
 
 
 def iter_customer_rows(count: int, seed: int) -> Iterator[tuple[object, ...]]:
@@ -122,7 +105,7 @@ def iter_customer_rows(count: int, seed: int) -> Iterator[tuple[object, ...]]:
             rng.randint(21, 70),
             6_000_000_000 + (customer_id * _PHONE_MULTIPLIER + phone_offset) % _PHONE_SPACE,
             salary,
-            int(approved_limit(Decimal(salary))),
+            int(approved_limit_for(Decimal(salary))),
         )
 
 

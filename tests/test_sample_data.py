@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
+from app.credit.policy import add_months, approved_limit_for
 from app.sample_data import (
     CUSTOMER_HEADERS,
     LOAN_HEADERS,
     SHEET_NAME,
-    add_months,
-    approved_limit,
     generate,
     iter_loan_rows,
     monthly_installment,
@@ -67,7 +66,7 @@ def test_customers_are_realistic_with_unique_phones(sample: tuple[Path, Path]) -
         assert isinstance(age, int) and 21 <= age <= 70
         assert isinstance(phone, int) and 6_000_000_000 <= phone < 10_000_000_000
         assert isinstance(salary, int) and salary % 1000 == 0 and 25_000 <= salary < 300_000
-        assert Decimal(limit) == approved_limit(Decimal(salary))  # type: ignore[arg-type]
+        assert Decimal(limit) == approved_limit_for(Decimal(salary))  # type: ignore[arg-type]
 
 
 def test_loan_rows_are_consistent(sample: tuple[Path, Path]) -> None:
@@ -125,10 +124,6 @@ def test_trailing_empty_rows_and_progress(tmp_path: Path) -> None:
     assert not path.with_name("t.xlsx.part").exists()
 
 
-def test_emi_and_months_helpers() -> None:
-    assert monthly_installment(Decimal(100_000), Decimal(12), 12) == Decimal(8885)
+def test_monthly_payment_is_the_policys_emi_in_whole_rupees() -> None:
+    assert monthly_installment(Decimal(100_000), Decimal(12), 12) == Decimal(8885)  # 8,884.88
     assert monthly_installment(Decimal(1_200), Decimal(0), 12) == Decimal(100)
-    assert add_months(dt.date(2024, 1, 31), 1) == dt.date(2024, 2, 29)
-    assert add_months(dt.date(2023, 11, 15), 14) == dt.date(2025, 1, 15)
-    assert approved_limit(Decimal(50_000)) == Decimal(1_800_000)
-    assert approved_limit(Decimal(62_500)) == Decimal(2_300_000)  # 22.5 lakh: half-up, not half-even

@@ -2,10 +2,12 @@
 
 `ingest_workbooks` is an ARQ job function. ARQ delivers at least once, so the job relies only on the
 loader's merge being idempotent: running it again, or twice at once (the loader serialises files with an
-advisory lock), leaves the same rows. Parsing is CPU-bound and runs in a child process that streams
-batches over a pipe (a bounded queue: a full pipe blocks the child); the worker's event loop meanwhile
-COPYs and merges the previous batch, and its health checks keep running. Progress goes to Redis after
-every batch; the report is the job's result and is also kept under its own key, so a failed job has one.
+advisory lock), leaves the same rows. Parsing is CPU-bound and runs in one child process per workbook,
+each streaming batches over a pipe (a bounded queue: a full pipe blocks the child); the worker's event loop
+meanwhile COPYs and merges the previous batch, and its health checks keep running. Both files are read
+from the start: the loans transaction opens beside the customers one and holds its batches in a staging
+table until the customers have committed. Progress goes to Redis after every batch; the report is the
+job's result and is also kept under its own key, so a failed job has one.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ RESULT_TTL_S = 24 * 3600
 """How long a finished job's report stays readable (ARQ's keep_result and our own keys)."""
 READ_AHEAD_BYTES = 2 << 20
 """How far a reader process may run ahead of the writer (asyncio buffers up to twice this): ~60k loan
-rows as CSV, a few seconds of parsing that the loans reader does while the customers file loads."""
+rows as CSV, enough to smooth the hand-over; more would only be memory."""
 _KINDS: tuple[FileKind, ...] = ("customers", "loans")
 _MAX_REASON = 2_000
 # The reader runs as `python -m app.ingestion.reader`: make sure the child finds this package.

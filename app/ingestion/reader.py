@@ -36,6 +36,8 @@ from openpyxl.utils.datetime import from_excel
 from openpyxl.worksheet import _reader as _openpyxl_sheet_parser
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
+from app.credit.policy import approved_limit_for
+
 MAX_REPORTED_ERRORS = 100
 """Row errors kept in full; beyond this the report only counts them."""
 
@@ -47,7 +49,6 @@ _RATE_LIMIT = Decimal(1000)  # NUMERIC(5, 2)
 _CENT = Decimal("0.01")
 _RATE_CACHE_SIZE = 100_000
 _rate_cache: dict[float, Decimal] = {}
-_LAKH = Decimal(100_000)
 _EXCEL_MAX_SERIAL = 2_958_465  # 9999-12-31
 _NAME_MAX = 100
 
@@ -332,9 +333,9 @@ class Schema:
 
 
 def limit_from_salary(row: CustomerRow) -> Decimal:
-    """The 36x rule, used only when the file has no Approved Limit column (the export's limits differ)."""
-    lakhs = (36 * row.monthly_salary / _LAKH).quantize(Decimal(1), rounding=ROUND_HALF_UP)
-    return lakhs * _LAKH
+    """The registration rule, used only when the file has no Approved Limit column (the export's own
+    limits do not follow it, so they are taken as given when present)."""
+    return approved_limit_for(row.monthly_salary)
 
 
 def _emis_within_tenure(row: LoanRow) -> tuple[str, str] | None:

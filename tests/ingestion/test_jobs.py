@@ -36,6 +36,9 @@ from tests.ingestion.conftest import (
 )
 from worker import shutdown, startup
 
+# ARQ's Worker.close() still calls redis-py's deprecated close(); not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+
 
 def real_loans() -> list[tuple[Any, ...]]:
     workbook = load_workbook(REAL_LOANS, read_only=True)

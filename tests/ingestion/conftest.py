@@ -9,6 +9,7 @@ WorkerSettings, against the real Redis and PostgreSQL.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,22 @@ from app.ingestion.jobs import JobState, enqueue_ingestion, get_job_state, job_i
 from tests.conftest import REDIS_URL, create_migrated_database, drop_database
 from worker import WorkerSettings, shutdown, startup
 
-REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+def _reference_data_dir() -> Path:
+    """The lender's reference workbooks live beside the repository (../shared/data), never in it.
+    REFERENCE_DATA_DIR overrides; a clone made elsewhere falls back to the workplace's copy."""
+    candidates = [
+        os.environ.get("REFERENCE_DATA_DIR", ""),
+        Path(__file__).resolve().parents[3] / "shared" / "data",
+        "/work/shared/data",
+    ]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "customer_data.xlsx").is_file():
+            return Path(candidate)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+REAL_DATA = _reference_data_dir()
 REAL_CUSTOMERS = REAL_DATA / "customer_data.xlsx"
 REAL_LOANS = REAL_DATA / "loan_data.xlsx"
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import cast
 
 from asyncpg import Record
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import Table, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import CreditProfile
@@ -63,14 +64,25 @@ async def credit_profile(db: ReadsWith, customer_id: int, today: dt.date) -> Cre
     )
 
 
+# Built once, on the tables (Core, not ORM entities): create-loan then skips per-request statement
+# construction and the ORM's DML machinery; the SQL sent is the same.
+_LOANS, _CUSTOMERS = cast(Table, Loan.__table__), cast(Table, Customer.__table__)
+_LOCK_CUSTOMER = (
+    select(_CUSTOMERS.c.customer_id)
+    .where(_CUSTOMERS.c.customer_id == bindparam("customer_id"))
+    .with_for_update()
+)
+_INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.loan_id)
+
+
 async def lock_customer(session: AsyncSession, customer_id: int) -> bool:
     """Lock the customer's row until the transaction ends; False when there is no such customer.
 
     A separate statement on purpose: under READ COMMITTED the next statement takes a fresh snapshot,
     so the loans read after the lock include any loan a concurrent request committed while we waited.
     """
-    statement = select(Customer.customer_id).where(Customer.customer_id == customer_id).with_for_update()
-    return (await session.execute(statement)).first() is not None
+    result = await session.execute(_LOCK_CUSTOMER, {"customer_id": customer_id})
+    return result.first() is not None
 
 
 async def insert_loan(
@@ -84,21 +96,17 @@ async def insert_loan(
     start_date: dt.date,
     end_date: dt.date,
 ) -> int:
-    statement = (
-        insert(Loan)
-        .values(
-            customer_id=customer_id,
-            loan_amount=loan_amount,
-            tenure=tenure,
-            interest_rate=interest_rate,
-            monthly_installment=monthly_installment,
-            emis_paid_on_time=0,
-            start_date=start_date,
-            end_date=end_date,
-        )
-        .returning(Loan.loan_id)
-    )
-    return (await session.execute(statement)).scalar_one()
+    values = {
+        "customer_id": customer_id,
+        "loan_amount": loan_amount,
+        "tenure": tenure,
+        "interest_rate": interest_rate,
+        "monthly_installment": monthly_installment,
+        "emis_paid_on_time": 0,
+        "start_date": start_date,
+        "end_date": end_date,
+    }
+    return (await session.execute(_INSERT_LOAN, values)).scalar_one()
 
 
 _LOAN_WITH_CUSTOMER = Statement.compile(

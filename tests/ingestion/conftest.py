@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
 from app.ingestion.jobs import JobState, enqueue_ingestion, get_job_state, job_id_for, job_namespace
+from app.sample_data import CUSTOMER_HEADERS, LOAN_HEADERS  # the real export's headers
 from tests.conftest import REDIS_URL, create_migrated_database, drop_database
 from worker import WorkerSettings, shutdown, startup
 
@@ -47,27 +48,6 @@ def _reference_data_dir() -> Path:
 REAL_DATA = _reference_data_dir()
 REAL_CUSTOMERS = REAL_DATA / "customer_data.xlsx"
 REAL_LOANS = REAL_DATA / "loan_data.xlsx"
-
-CUSTOMER_HEADERS = (
-    "Customer ID",
-    "First Name",
-    "Last Name",
-    "Age",
-    "Phone Number",
-    "Monthly Salary",
-    "Approved Limit",
-)
-LOAN_HEADERS = (
-    "Customer ID",
-    "Loan ID",
-    "Loan Amount",
-    "Tenure",
-    "Interest Rate",
-    "Monthly payment",
-    "EMIs paid on Time",
-    "Date of Approval",
-    "End Date",
-)
 
 
 def write_xlsx(

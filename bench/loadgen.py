@@ -4,8 +4,9 @@
 
 SPEC: {"host", "port", "connections", "duration", "warmup", "requests": [[method, path, body|null], ...],
 "distinct": bool}. Each connection sends its next request as soon as the previous answer is complete
-(like wrk). Requests are taken round-robin from the list (with `distinct`, each at most once per run:
-a connection stops when the list is exhausted).
+(like wrk). Requests are taken in order from the list, wrapping around at its end, as bench/run.py's
+wrk script does; `distinct` (create-loan: one customer per request) skips the warm-up, which would
+use up the list.
 
 Built to cost the server as little CPU as possible, since it shares the machine: one process (run it
 apart from the benchmark's own), uvloop, asyncio Protocols on raw sockets, requests encoded up front, and
@@ -16,6 +17,7 @@ request so a run can show the generator was not the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import resource
 import sys
@@ -87,6 +89,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     host, port = spec["host"], int(spec["port"])
     payloads = [encode(host, port, m, p, b) for m, p, b in spec["requests"]]
     distinct = bool(spec.get("distinct"))
+    gc.disable()  # a collection mid-run would show up as the generator's latency, not the server's
     connections = int(spec["connections"])
     loop = asyncio.get_running_loop()
     protocols = []
@@ -104,8 +107,6 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     async def drive(connection: Connection) -> None:
         nonlocal next_index, errors
         while time.perf_counter() < stop_at:
-            if distinct and next_index >= len(payloads):
-                return
             payload = payloads[next_index % len(payloads)]
             next_index += 1
             started = time.perf_counter()

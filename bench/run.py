@@ -897,6 +897,7 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         ]
     setup = report.get("setup", {})
     nan = float("nan")
+    generator_cpu = statistics.median([r["generator_cpu_us"] for r in report["service"]] or [nan])
     lines += [
         "",
         "## How to read this",
@@ -906,7 +907,9 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         "previous answer is complete.",
         "- CPU µs/req is the CPU time of the server's processes (API or floor), and of every PostgreSQL "
         "process, over the measured run divided by the requests served. Unlike requests/s it hardly moves "
-        "when something else runs on the machine.",
+        "when something else runs on the machine. The load generator used "
+        f"{_fmt(generator_cpu, 0)} µs of CPU per request (median over the API runs, its start-up "
+        "included): that share of the two cores was not the server's.",
         f"- The API runs with LOG_LEVEL={os.environ.get('BENCH_LOG_LEVEL', 'WARNING')}: no JSON access-log "
         "line per request (the floor writes none); metrics, request ids, API-key and body-limit middlewares "
         "are all on.",

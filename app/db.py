@@ -6,6 +6,7 @@ Nothing here runs at import: the app's lifespan and the worker's on_startup call
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import Pool
+from sqlalchemy.pool import Pool, QueuePool
 
 from app.config import Settings
 
@@ -156,7 +157,10 @@ def _gate(engine: AsyncEngine) -> asyncio.Semaphore:
     pool = engine.sync_engine.pool
     gate = _GATES.get(pool)
     if gate is None:
-        gate = _GATES[pool] = asyncio.Semaphore(pool.size())  # type: ignore[attr-defined]
+        # Reads use at most pool_size connections at once (overflow, when configured, is left to sessions);
+        # a pool without a size (NullPool) opens a connection per checkout and needs no queue.
+        size = pool.size() if isinstance(pool, QueuePool) else sys.maxsize
+        gate = _GATES[pool] = asyncio.Semaphore(size)
     return gate
 
 

@@ -107,3 +107,28 @@ async def test_inside_a_transaction_it_reads_that_transaction(connection: AsyncC
     await connection.execute(text("INSERT INTO reader_probe VALUES (7)"))
     row = await Reader(connection).fetchrow(Statement.compile(text("SELECT n FROM reader_probe")))
     assert row is not None and row["n"] == 7
+
+
+async def test_waiting_reads_are_served_first_come_first_served(settings: Settings) -> None:
+    """Sixteen readers in a loop on two connections all make progress together. Through the pool's own
+    queue, newcomers overtook woken waiters: one reader finished all its reads before the others had done
+    a single one (second-long tails under load)."""
+    engine = create_engine(settings.model_copy(update={"db_pool_size": 2, "db_max_overflow": 0}))
+    reader = Reader(engine)
+    one = Statement.compile(text("SELECT 1"))
+    done = [0] * 16
+    when_first_finished: list[int] = []
+
+    async def loop(index: int) -> None:
+        for _ in range(30):
+            await reader.fetch(one)
+            done[index] += 1
+        if not when_first_finished:
+            when_first_finished.extend(done)
+
+    try:
+        await asyncio.gather(*(loop(index) for index in range(16)))
+    finally:
+        await engine.dispose()
+
+    assert min(when_first_finished) >= 25, when_first_finished

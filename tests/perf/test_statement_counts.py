@@ -41,6 +41,7 @@ async def counting(connection: AsyncConnection) -> AsyncIterator[StatementLog]:
     """Record the statements the application sends through `connection` inside the block."""
     engine = connection.engine.sync_engine
     driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None
     log = StatementLog()
 
     def add(statement: str) -> None:

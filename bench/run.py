@@ -920,6 +920,7 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         f"- Targets: eligibility and view-loan >= {TARGETS['fraction_of_floor']:.0%} of the floor's "
         f"requests/s with p99 < {TARGETS['p99_ms']:.0f} ms; create-loan >= "
         f"{TARGETS['create_loan_rps']:.0f}/s; p50 ratio at the large book <= {TARGETS['p50_ratio']}.",
+        "- What was profiled and changed to get here: [PROFILING.md](PROFILING.md).",
         "- Raw figures: bench/out/results.json. Re-run: `make bench`; smoke run: `BENCH_QUICK=1 make bench`.",
         "",
     ]

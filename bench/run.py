@@ -62,7 +62,12 @@ from app.config import normalise_database_url  # noqa: E402
 
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
-FLOOR_CANDIDATES = (ROOT.parent / "shared" / "bench" / "raw_floor.py", BENCH / "raw_floor.py")
+# Beside the repository (../shared), in bench/, or the workplace's shared copy for clones made elsewhere.
+FLOOR_CANDIDATES = (
+    ROOT.parent / "shared" / "bench" / "raw_floor.py",
+    BENCH / "raw_floor.py",
+    Path("/work/shared/bench/raw_floor.py"),
+)
 PYTHON = sys.executable
 HOST = "127.0.0.1"
 

@@ -13,7 +13,7 @@ from httpx import ASGITransport, AsyncClient
 from app.config import Settings
 from app.main import create_app
 from app.observability.context import LogContext, bind, unbind
-from app.observability.logging import configure_logging
+from app.observability.logging import configure_logging, stop_log_writer
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +24,28 @@ def restore_logging(settings: Settings) -> Iterator[None]:
 
 def emit(logger: str, level: int, message: str, *args: object, **extra: object) -> None:
     logging.getLogger(logger).log(level, message, *args, extra=extra)
+
+
+def test_stderr_lines_are_written_by_a_thread_with_the_callers_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    configure_logging("INFO", "json")
+    token = bind(LogContext("trace-queued"))
+    try:
+        emit("app.example", logging.WARNING, "queued %s", "line", file="loans")
+    finally:
+        unbind(token)
+    stop_log_writer()  # drains the queue
+
+    line = json.loads(stderr.getvalue())
+    assert (line["message"], line["request_id"], line["level"], line["file"]) == (
+        "queued line",
+        "trace-queued",
+        "WARNING",
+        "loans",
+    )
 
 
 def test_json_lines_have_the_documented_fields() -> None:

@@ -9,11 +9,14 @@ a row), any standalone 10-digit number, the shape of a phone number, is masked i
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import logging
+import queue
 import re
 import sys
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
 from app.observability.context import current
@@ -89,15 +92,48 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
+_listener: QueueListener | None = None
+
+
+def stop_log_writer() -> None:
+    """Write out every queued line and stop the writer thread (at exit, and before reconfiguring)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+
+
+def _queued_handler(formatter: logging.Formatter) -> logging.Handler:
+    """Lines are formatted by the caller (the request's context lives in its contextvars) and written to
+    stderr by a thread: a slow or stalled log pipe never blocks the event loop."""
+    global _listener
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    writer = logging.StreamHandler(sys.stderr)
+    writer.setFormatter(logging.Formatter("%(message)s"))  # already formatted by the QueueHandler
+    _listener = QueueListener(lines, writer)
+    _listener.start()
+    handler = QueueHandler(lines)
+    handler.setFormatter(formatter)
+    return handler
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Route every logger through one handler on the root logger. Idempotent: a second call replaces the
-    handler installed by the first, and leaves other handlers (pytest's caplog) alone."""
+    handler installed by the first, and leaves other handlers (pytest's caplog) alone.
+
+    Without `stream` lines go to stderr through a writer thread; with one (tests, tools) they are
+    written synchronously."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, _HANDLER_MARK, False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(ConsoleFormatter() if fmt == "console" else JsonFormatter())
+    stop_log_writer()
+    formatter = ConsoleFormatter() if fmt == "console" else JsonFormatter()
+    if stream is None:
+        handler = _queued_handler(formatter)
+    else:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level.upper())
@@ -112,3 +148,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+
+
+atexit.register(stop_log_writer)

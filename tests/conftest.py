@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -71,11 +72,20 @@ async def create_migrated_database(prefix: str = "credit_test") -> tuple[str, st
     return name, url
 
 
+@asynccontextmanager
+async def migrated_database(prefix: str = "credit_test") -> AsyncIterator[str]:
+    """A throw-away database built by the migrations, dropped afterwards whatever happens in between."""
+    name, url = await create_migrated_database(prefix)
+    try:
+        yield url
+    finally:
+        await drop_database(name)
+
+
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
-    name, url = await create_migrated_database()
-    yield url
-    await drop_database(name)
+    async with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import FIXED_NOW, REDIS_URL
+from tests.conftest import FIXED_NOW, REDIS_URL, migrated_database
 
 _phones = itertools.count(8_100_000_000 + (uuid.uuid4().int % 10_000) * 10_000)
 
@@ -52,6 +52,13 @@ async def live_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, AsyncC
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
             yield app, client
+
+
+@asynccontextmanager
+async def live_app(prefix: str) -> AsyncIterator[tuple[str, FastAPI, AsyncClient]]:
+    """A committed throw-away database and the production-shaped app on it."""
+    async with migrated_database(prefix) as url, live_client(live_settings(url)) as (app, client):
+        yield url, app, client
 
 
 def register_body(monthly_income: int = 50_000, **overrides: Any) -> dict[str, Any]:

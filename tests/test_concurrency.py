@@ -18,8 +18,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from app.credit.policy import approved_limit_for, installment
-from tests.conftest import create_migrated_database, drop_database
-from tests.live import connect, live_client, live_settings, register, register_body
+from tests.live import connect, live_app, register, register_body
 
 pytestmark = pytest.mark.asyncio
 
@@ -28,12 +27,8 @@ PARALLEL = 24
 
 @pytest.fixture(scope="module")
 async def live() -> AsyncIterator[tuple[str, FastAPI, AsyncClient]]:
-    name, url = await create_migrated_database("credit_concurrency")
-    try:
-        async with live_client(live_settings(url)) as (app, client):
-            yield url, app, client
-    finally:
-        await drop_database(name)
+    async with live_app("credit_concurrency") as running:
+        yield running
 
 
 async def _burst(client: AsyncClient, path: str, body: dict[str, Any], n: int = PARALLEL) -> list[Any]:

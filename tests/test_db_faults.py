@@ -24,7 +24,7 @@ from app.config import Settings
 from app.deps import SessionDep
 from app.main import create_app
 from app.retry import TransactionRetryRoute
-from tests.conftest import create_migrated_database, drop_database
+from tests.conftest import migrated_database
 from tests.live import connect, live_client, live_settings, register
 
 pytestmark = pytest.mark.asyncio
@@ -82,14 +82,13 @@ def probe_router(attempts: Counter[str]) -> APIRouter:
 
 @pytest.fixture(scope="module")
 async def database() -> AsyncIterator[str]:
-    name, url = await create_migrated_database("credit_faults")
-    connection = await connect(url)
-    try:
-        await connection.execute(PROBES_SQL)
-    finally:
-        await connection.close()
-    yield url
-    await drop_database(name)
+    async with migrated_database("credit_faults") as url:
+        connection = await connect(url)
+        try:
+            await connection.execute(PROBES_SQL)
+        finally:
+            await connection.close()
+        yield url
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.ingestion.jobs import JOB_STATE_EXAMPLE, _report_key
 from app.main import create_app
-from tests.conftest import REDIS_URL, create_migrated_database, drop_database
+from tests.conftest import REDIS_URL, migrated_database
 from tests.live import connect, live_settings
 
 API_KEY = "fuzz-key-0123456789abcdef"
@@ -48,21 +48,22 @@ FROM generate_series(1, 90) AS g;
 
 @pytest.fixture(scope="module")
 async def fuzz_database() -> AsyncIterator[str]:
-    name, url = await create_migrated_database("credit_fuzz")
-    connection = await connect(url)
-    try:
-        await connection.execute(SEED_SQL)
-    finally:
-        await connection.close()
-    # One finished ingestion job under the id the document shows as its example (which the run tries),
-    # so GET /api/ingestions/{job_id} reaches its 200 too.
-    redis = Redis.from_url(REDIS_URL)
-    job_key = _report_key(JOB_STATE_EXAMPLE["job_id"])
-    await redis.set(job_key, json.dumps(JOB_STATE_EXAMPLE["report"]), ex=3600)
-    yield url
-    await redis.delete(job_key)
-    await redis.aclose()
-    await drop_database(name)
+    async with migrated_database("credit_fuzz") as url:
+        connection = await connect(url)
+        try:
+            await connection.execute(SEED_SQL)
+        finally:
+            await connection.close()
+        # One finished ingestion job under the id the document shows as its example (which the run
+        # tries), so GET /api/ingestions/{job_id} reaches its 200 too.
+        redis = Redis.from_url(REDIS_URL)
+        job_key = _report_key(JOB_STATE_EXAMPLE["job_id"])
+        await redis.set(job_key, json.dumps(JOB_STATE_EXAMPLE["report"]), ex=3600)
+        try:
+            yield url
+        finally:
+            await redis.delete(job_key)
+            await redis.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from app.config import Settings
 from app.idempotency.jobs import purge_expired_idempotency_keys
 from app.idempotency.service import fingerprint
 from app.main import create_app
-from tests.conftest import FIXED_NOW, create_migrated_database, drop_database
-from tests.live import connect, live_client, live_settings, register, register_body
+from tests.conftest import FIXED_NOW
+from tests.live import connect, live_app, live_settings, register, register_body
 
 pytestmark = pytest.mark.asyncio
 
@@ -267,12 +267,8 @@ async def test_keys_are_scoped_per_api_key(
 
 @pytest.fixture(scope="module")
 async def live() -> AsyncIterator[tuple[str, FastAPI, AsyncClient]]:
-    name, url = await create_migrated_database("credit_idempotency")
-    try:
-        async with live_client(live_settings(url)) as (app, client):
-            yield url, app, client
-    finally:
-        await drop_database(name)
+    async with live_app("credit_idempotency") as running:
+        yield running
 
 
 async def test_a_retry_while_the_first_is_in_flight_is_a_409(live: tuple[str, FastAPI, AsyncClient]) -> None:

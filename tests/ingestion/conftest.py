@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from app.config import Settings
 from app.ingestion.jobs import JobState, enqueue_ingestion, get_job_state, job_id_for, job_namespace
 from app.sample_data import CUSTOMER_HEADERS, LOAN_HEADERS  # the real export's headers
-from tests.conftest import REDIS_URL, create_migrated_database, drop_database
+from tests.conftest import REDIS_URL, migrated_database
 from worker import WorkerSettings, shutdown, startup
 
 
@@ -108,9 +108,8 @@ def loan(customer_id: int, loan_id: int, **overrides: object) -> list[object]:
 
 @pytest.fixture(scope="module")
 async def ingest_database_url() -> AsyncIterator[str]:
-    name, url = await create_migrated_database("credit_ingest")
-    yield url
-    await drop_database(name)
+    async with migrated_database("credit_ingest") as url:
+        yield url
 
 
 @pytest.fixture

@@ -24,11 +24,11 @@ import asyncpg
 import pytest
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.main import create_app
-from tests.conftest import FIXED_NOW, REDIS_URL, create_migrated_database, drop_database
+from tests.conftest import FIXED_NOW, REDIS_URL, migrated_database
+from tests.live import asyncpg_dsn
 
 pytestmark = pytest.mark.asyncio
 
@@ -69,9 +69,8 @@ class PlanDatabase:
 
 @pytest.fixture(scope="module")
 async def plan_database() -> AsyncIterator[PlanDatabase]:
-    name, url = await create_migrated_database("credit_plans")
-    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
+    async with migrated_database("credit_plans") as url:
+        dsn = asyncpg_dsn(url)
         connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(FILL_SQL)
@@ -79,8 +78,6 @@ async def plan_database() -> AsyncIterator[PlanDatabase]:
         finally:
             await connection.close()
         yield PlanDatabase(url=url, dsn=dsn)
-    finally:
-        await drop_database(name)
 
 
 class Capture:

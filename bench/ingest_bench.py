@@ -46,9 +46,8 @@ from app.ingestion.jobs import (  # noqa: E402
     job_id_for,
     job_namespace,
 )
-from app.sample_data import generate  # noqa: E402
+from bench import support  # noqa: E402
 
-OUT = ROOT / "bench" / "out"
 RATIO_TARGET = 1.3
 RSS_TARGET_MB = 200
 _OPENPYXL_ALONE = """
@@ -64,13 +63,7 @@ print(time.perf_counter() - started, rows, resource.getrusage(resource.RUSAGE_SE
 """
 
 
-def workbooks(customers: int, loans: int, seed: int = 0) -> tuple[Path, Path]:
-    directory = OUT / f"c{customers}_l{loans}_s{seed}"
-    files = (directory / "customer_data.xlsx", directory / "loan_data.xlsx")
-    if not all(path.exists() for path in files):
-        print(f"generating {customers:,} customers / {loans:,} loans into {directory} ...", flush=True)
-        generate(directory, customers=customers, loans=loans, seed=seed)
-    return files
+workbooks = support.workbooks
 
 
 def openpyxl_alone(files: tuple[Path, Path]) -> dict[str, float]:
@@ -150,13 +143,7 @@ async def _bench(database_url: str, redis_url: str, files: tuple[Path, Path]) ->
     name, url = await _create_database(admin_url)
     queue = f"credit-approval-bench:{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=url, redis_url=redis_url, arq_queue_name=queue)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": redis_url,
-        "ARQ_QUEUE_NAME": queue,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = support.worker_env(url, redis_url, queue)
     worker = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "arq", "worker.WorkerSettings", cwd=ROOT, env=env
     )

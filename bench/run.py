@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import make_url  # noqa: E402
 
 from app.config import normalise_database_url  # noqa: E402
+from bench import support  # noqa: E402
 
 BENCH = ROOT / "bench"
 OUT = BENCH / "out"
@@ -335,15 +336,8 @@ def vacuum_analyze(url: str) -> None:
 
 
 def workbooks(customers: int, loans: int, seed: int = 0) -> tuple[Path, Path]:
-    """The sample workbooks, generated once per size (the same cache bench/ingest_bench.py uses)."""
-    from app.sample_data import generate
-
-    directory = OUT / f"c{customers}_l{loans}_s{seed}"
-    files = (directory / "customer_data.xlsx", directory / "loan_data.xlsx")
-    if not all(path.exists() for path in files):
-        log(f"generating {customers:,} customers / {loans:,} loans into {directory.relative_to(ROOT)}")
-        generate(directory, customers=customers, loans=loans, seed=seed)
-    return files
+    """The sample workbooks, generated once per size (the cache bench/ingest_bench.py uses too)."""
+    return support.workbooks(customers, loans, seed, say=log)
 
 
 # ----------------------------------------------------------------------------------------------- processes
@@ -455,13 +449,7 @@ def ingest(url: str, redis_url: str, files: tuple[Path, Path]) -> dict[str, Any]
 
     queue = f"credit-approval-bench:{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=url, redis_url=redis_url, arq_queue_name=queue)
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": redis_url,
-        "ARQ_QUEUE_NAME": queue,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = support.worker_env(url, redis_url, queue)
     worker_log = tempfile.NamedTemporaryFile(prefix="bench-worker-", suffix=".log", delete=False)  # noqa: SIM115
     worker = subprocess.Popen(
         [PYTHON, "-m", "arq", "worker.WorkerSettings"],

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import approved_limit_for
+from app.credit.policy import CENT, approved_limit_for
 from app.customers import queries
 from app.customers.schemas import CustomerOut, RegisterRequest
 from app.errors import Conflict
-
-CENT = Decimal("0.01")
 
 
 async def register(session: AsyncSession, data: RegisterRequest) -> CustomerOut:

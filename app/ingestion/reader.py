@@ -37,6 +37,16 @@ from openpyxl.worksheet import _reader as _openpyxl_sheet_parser
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
 from app.credit.policy import approved_limit_for
+from app.ingestion import workbook_limits
+from app.ingestion.workbook_limits import (
+    EXCEL_MAX_COLUMNS,
+    BadNumber,
+    LimitExceeded,
+    Limits,
+    TextRunGuard,
+    part_name,
+    row_too_wide,
+)
 
 MAX_REPORTED_ERRORS = 100
 """Row errors kept in full; beyond this the report only counts them."""
@@ -51,6 +61,17 @@ _RATE_CACHE_SIZE = 100_000
 _rate_cache: dict[float, Decimal] = {}
 _EXCEL_MAX_SERIAL = 2_958_465  # 9999-12-31
 _NAME_MAX = 100
+_NUMBER_TEXT_MAX = 40
+"""Characters of a number written as text: more than any valid value needs (a BIGINT has 19 digits,
+NUMERIC(14, 2) 15 and a dot), so Decimal never parses a megabyte of digits."""
+_WHOLE_EXPONENT_MAX = 18
+"""Decimal.adjusted() of the largest number we keep (2**63 - 1 ~ 9.2e18; money and rates are far below):
+past it the number is too large, and int(Decimal("1E999999999")) would run for minutes building it."""
+EXCEL_ERRORS = frozenset(
+    ("#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA", "#SPILL!",
+     "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!", "#EXTERNAL!", "#PYTHON!")
+)  # fmt: skip
+"""A cell holding an error (`t="e"`, e.g. a formula's #DIV/0!) reads as its text."""
 
 
 class WorkbookError(Exception):
@@ -106,6 +127,30 @@ def _missing() -> Invalid:
     return Invalid("missing value")
 
 
+def _unusable(value: Any, reason: str) -> Invalid:
+    """The reason a value of no type the parser takes is refused: a bad numeric cell says what it was."""
+    if type(value) is BadNumber:
+        return Invalid(value.reason)
+    return Invalid(reason)
+
+
+def _bad_text(text: str, reason: str) -> Invalid:
+    if text in EXCEL_ERRORS:
+        return Invalid(f"an Excel error value ({text})")
+    return Invalid(reason)
+
+
+def _number_text(value: str) -> str:
+    """A number written as text, stripped of spaces and thousands separators; refused when empty or longer
+    than any valid number (before Decimal spends time on it)."""
+    text = value.strip().replace(",", "")
+    if not text:
+        raise _missing()
+    if len(text) > _NUMBER_TEXT_MAX:
+        raise Invalid(f"not a number (more than {_NUMBER_TEXT_MAX} characters)")
+    return text
+
+
 def _whole(value: Any) -> int:
     kind = type(value)
     if kind is int:
@@ -113,21 +158,25 @@ def _whole(value: Any) -> int:
     if kind is float:
         if value.is_integer():
             return int(value)
+        if value - value != 0.0:  # nan, inf
+            raise Invalid("not a number")
         raise Invalid("not a whole number")
     if kind is str:
-        text = value.strip().replace(",", "")
-        if not text:
-            raise _missing()
+        text = _number_text(value)
         try:
             number = Decimal(text)
         except InvalidOperation:
-            raise Invalid("not a number") from None
-        if not number.is_finite() or number != number.to_integral_value():
+            raise _bad_text(text, "not a number") from None
+        if not number.is_finite():
+            raise Invalid("not a number")
+        if number.adjusted() > _WHOLE_EXPONENT_MAX:
+            raise Invalid("too large")
+        if number != number.to_integral_value():
             raise Invalid("not a whole number")
         return int(number)
     if value is None:
         raise _missing()
-    raise Invalid("not a number")
+    raise _unusable(value, "not a number")
 
 
 def _decimal(value: Any) -> Decimal:
@@ -139,18 +188,22 @@ def _decimal(value: Any) -> Decimal:
             # Through str: Decimal(0.1) would carry the binary float's 55 digits of noise.
             number = Decimal(str(value))
         elif kind is str:
-            text = value.strip().replace(",", "")
-            if not text:
-                raise _missing()
-            number = Decimal(text)
+            text = _number_text(value)
+            try:
+                number = Decimal(text)
+            except InvalidOperation:
+                raise _bad_text(text, "not a number") from None
         elif value is None:
             raise _missing()
         else:
-            raise Invalid("not a number")
+            raise _unusable(value, "not a number")
     except InvalidOperation:
         raise Invalid("not a number") from None
     if not number.is_finite():
         raise Invalid("not a number")
+    if number.adjusted() > _WHOLE_EXPONENT_MAX:
+        # Before any arithmetic: abs(Decimal("1E999999999")) overflows the context.
+        raise Invalid("too large")
     return number
 
 
@@ -239,34 +292,64 @@ def age(value: Any) -> int | None:
 
 
 _PHONE_NOISE = re.compile(r"[\s\-().]")
+_PHONE_MIN = 1_000_000_000  # the API's rule, ^[1-9][0-9]{9}$: ten digits, the first not 0
+_PHONE_MAX = 9_999_999_999
+_PHONE_TEXT_MAX = 40
 
 
 def phone(value: Any) -> int:
-    if type(value) is int and 0 < value <= _BIGINT_MAX:
-        return value
-    if type(value) is str:
-        text = _PHONE_NOISE.sub("", value).removeprefix("+")
+    """A mobile number as the API takes it: ten digits, not starting with 0. A +91, 91 or 0 prefix is
+    dropped when exactly ten digits remain (+91 98765 43210, 919876543210, 09876543210)."""
+    kind = type(value)
+    if kind is int and _PHONE_MIN <= value <= _PHONE_MAX:
+        return value  # type: ignore[no-any-return]
+    if kind is int:
+        digits = str(value) if 0 < value < 10**13 else ""
+    elif kind is float:
+        if not value.is_integer() or not 0 < value < 1e13:
+            raise _unusable(value, "not a phone number")
+        digits = str(int(value))
+    elif kind is str:
+        if len(value) > _PHONE_TEXT_MAX:
+            raise Invalid("not a phone number")
+        text = _PHONE_NOISE.sub("", value)
         if not text:
             raise _missing()
-        if not text.isdigit():
-            raise Invalid("not a phone number")
-        value = int(text)
-    return identifier(value)
+        if text.startswith("+"):
+            text = text[1:]
+            if not text.startswith("91"):
+                raise Invalid("not a phone number (only +91 numbers)")
+        if not (text.isascii() and text.isdigit()):
+            raise _bad_text(text, "not a phone number")
+        digits = text
+    elif value is None:
+        raise _missing()
+    else:
+        raise _unusable(value, "not a phone number")
+    if len(digits) == 12 and digits.startswith("91"):
+        digits = digits[2:]
+    elif len(digits) == 11 and digits.startswith("0"):
+        digits = digits[1:]
+    if len(digits) != 10 or digits[0] == "0":
+        raise Invalid("not a phone number (ten digits, not starting with 0)")
+    return int(digits)
 
 
 def name(value: Any) -> str:
     if type(value) is str:
         text = value.strip()
-        if text and len(text) <= _NAME_MAX and "\x00" not in text:
+        if text and len(text) <= _NAME_MAX and "\x00" not in text and text[0] != "#":
             return text
     elif type(value) is int:
         text = str(value)
     elif value is None:
         raise _missing()
     else:
-        raise Invalid("not text")
+        raise _unusable(value, "not text")
     if not text:
         raise _missing()
+    if text in EXCEL_ERRORS:
+        raise Invalid(f"an Excel error value ({text})")
     if len(text) > _NAME_MAX:
         raise Invalid(f"longer than {_NAME_MAX} characters")
     if "\x00" in text:
@@ -292,10 +375,10 @@ def date(value: Any, epoch: dt.datetime) -> dt.date:
         try:
             return dt.datetime.fromisoformat(text).date()
         except ValueError:
-            raise Invalid("not a date (expected YYYY-MM-DD)") from None
+            raise _bad_text(text, "not a date (expected YYYY-MM-DD)") from None
     if value is None:
         raise _missing()
-    raise Invalid("not a date")
+    raise _unusable(value, "not a date")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -399,24 +482,30 @@ _SHEET_DATA_TAG = f"{{{SHEET_MAIN_NS}}}sheetData"
 
 
 def _lean_iterparse(source: Any, events: Any = None, parser: Any = None) -> Iterator[tuple[str, Any]]:
-    """ElementTree's iterparse (end events) that also empties <sheetData> as it goes.
+    """ElementTree's iterparse (end events) that also empties <sheetData> as it goes, and bounds what one
+    row or one text may make it hold.
 
     openpyxl's read-only parser clears every row once read but leaves the empty element attached to its
     parent: ~85 bytes a row, 85 MB per million rows, so memory grew with the file. Here, after each chunk
     of XML, <sheetData> lets go of its rows: those openpyxl has read are done with, and the one still
     being parsed lives on in the parser's stack. Start events are only needed to catch <sheetData>; they
     are switched off right after it, as one per cell would cost ~10% more parse time.
+
+    Per chunk, not per event (so at no measurable cost): a row still being parsed with more cells than
+    Excel's 16,384 columns, or a text run longer than a cell's 32,767 characters can take in XML
+    (`TextRunGuard`), fails the part before it is held whole.
     """
-    pull = XMLPullParser(events=("start", "end"))
+    pull: Any = XMLPullParser(events=("start", "end"))  # typeshed types its events too loosely
     sheet_data = None
+    pending = None  # the last row met: possibly still being parsed, its cells growing
     pull_has_starts = True
     opened = not hasattr(source, "read")
     stream = open(source, "rb") if opened else source  # noqa: SIM115 - closed in finally
+    guard = TextRunGuard(part_name(source))
     try:
         while True:
             if sheet_data is not None and not pull_has_starts:
                 yield from pull.read_events()  # the fast path: no per-event work of ours
-                del sheet_data[:]
             else:
                 for event, element in pull.read_events():
                     if event == "end":
@@ -424,12 +513,17 @@ def _lean_iterparse(source: Any, events: Any = None, parser: Any = None) -> Iter
                     elif sheet_data is None and element.tag == _SHEET_DATA_TAG:
                         sheet_data = element
                         pull_has_starts = not _end_events_only(pull)
-                if sheet_data is not None:
+            if sheet_data is not None:
+                if sheet_data:
+                    pending = sheet_data[-1]
                     del sheet_data[:]
-            data = stream.read(64 * 1024)
+                if pending is not None and len(pending) > EXCEL_MAX_COLUMNS:
+                    raise row_too_wide(guard.part, pending.get("r", "?"), len(pending))
+            data = stream.read(workbook_limits.CHUNK_BYTES)
             if not data:
                 break
             pull.feed(data)
+            guard.fed(pull, len(data), pending)
         pull.close()
         yield from ((event, element) for event, element in pull.read_events() if event == "end")
     finally:
@@ -454,6 +548,12 @@ def detach_finished_rows() -> None:
     defusedxml: their parsers are theirs to keep."""
     if _openpyxl_sheet_parser.iterparse is ElementTree.iterparse:
         _openpyxl_sheet_parser.iterparse = _lean_iterparse
+
+
+def install_bounds(limits: Limits) -> None:
+    """`_lean_iterparse` and the workbook bounds (`workbook_limits.install`) into openpyxl; idempotent."""
+    detach_finished_rows()
+    workbook_limits.install(limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,16 +642,24 @@ def _printable(value: Any) -> str | None:
 
 
 class SheetReader:
-    """The first worksheet of one workbook, read as typed rows. Use as a context manager."""
+    """The first visible worksheet of one workbook, read as typed rows. Use as a context manager."""
 
-    def __init__(self, path: Path, schema: Schema) -> None:
+    def __init__(self, path: Path, schema: Schema, limits: Limits | None = None) -> None:
         self.path = path
         self.schema = schema
-        detach_finished_rows()
+        self.sheet = ""
+        self.part = ""
+        limits = limits or Limits()
+        install_bounds(limits)
         try:
+            workbook_limits.check_archive(path, limits)  # before openpyxl inflates anything
             self._workbook = load_workbook(path, read_only=True, data_only=True)
         except FileNotFoundError:
             raise WorkbookError(f"{path}: no such file") from None
+        except LimitExceeded as exc:
+            raise WorkbookError(f"{path.name}: refused: {exc}") from None
+        except MemoryError:
+            raise
         except Exception as exc:  # openpyxl raises a zoo of types for non-xlsx content
             raise WorkbookError(
                 f"{path.name}: not a readable .xlsx workbook ({type(exc).__name__}: {exc})"
@@ -568,8 +676,12 @@ class SheetReader:
         sheets = self._workbook.worksheets
         if not sheets:
             raise WorkbookError(f"{self.path.name}: the workbook has no worksheet")
-        sheet = sheets[0]
+        # A hidden (or veryHidden) sheet is not what the user sees first: often a lookup table.
+        sheet = next((s for s in sheets if s.sheet_state == "visible"), None)
+        if sheet is None:
+            raise WorkbookError(f"{self.path.name}: the workbook has no visible worksheet")
         self.sheet = sheet.title
+        self.part = getattr(sheet, "_worksheet_path", "")
         # Ignore the recorded dimension: it may be missing or wrong. Rows come back unpadded instead.
         sheet.reset_dimensions()  # type: ignore[union-attr]
         return sheet.iter_rows(values_only=True)  # type: ignore[union-attr]
@@ -588,6 +700,11 @@ class SheetReader:
         """Turn a damaged sheet discovered mid-stream into a WorkbookError naming the file."""
         try:
             yield from rows
+        except LimitExceeded as exc:
+            reason = str(exc) if self.part in str(exc) else f"{self.part}: {exc}"
+            raise WorkbookError(f"{self.path.name}: sheet {self.sheet!r} refused: {reason}") from None
+        except MemoryError:
+            raise
         except Exception as exc:
             raise WorkbookError(
                 f"{self.path.name}: damaged sheet {self.sheet!r} ({type(exc).__name__}: {exc})"
@@ -738,23 +855,45 @@ def batch_meta(kind: str, batch: Batch) -> dict[str, Any]:
     }
 
 
-def stream_workbooks(out: BinaryIO, files: list[tuple[str, Path]], batch_rows: int) -> None:
+def stream_workbooks(
+    out: BinaryIO,
+    files: list[tuple[str, Path]],
+    batch_rows: int,
+    limits: Limits | None = None,
+    memory_mb: int | None = None,
+) -> None:
     """Open every file and send all headers first (so the job fails before writing anything when one
-    is unreadable or lacks a column), then each file's batches in order, each file closed by `end`."""
+    is unreadable or lacks a column), then each file's batches in order, each file closed by `end`.
+    A file that cannot be read ends the stream with an `error` frame; `memory_mb` is the address-space
+    limit the caller set, named when it is what stopped the reader."""
     readers: list[tuple[str, SheetReader]] = []
     try:
         for kind, path in files:
-            readers.append((kind, SheetReader(path, SCHEMAS[kind])))
+            readers.append((kind, SheetReader(path, SCHEMAS[kind], limits)))
         write_frame(out, {"type": "headers", "files": {kind: asdict(r.header) for kind, r in readers}})
         for kind, reader in readers:
             for batch in reader.batches(batch_rows):
                 write_frame(out, batch_meta(kind, batch), rows_to_csv(batch.rows))
             write_frame(out, {"type": "end", "file": kind, "peak_rss_kb": _peak_rss_kb()})
     except WorkbookError as exc:
-        write_frame(out, {"type": "error", "message": str(exc)})
+        write_frame(out, error_meta(str(exc)))
+    except MemoryError:
+        readers_now = ", ".join(str(path.name) for _, path in files)
+        limit = f" under its {memory_mb:,} MB address-space limit" if memory_mb else ""
+        write_frame(
+            out,
+            error_meta(
+                f"the workbook reader ran out of memory{limit} reading {readers_now} "
+                "(ingestion_reader_memory_mb)"
+            ),
+        )
     finally:
         for _, reader in readers:
             reader.close()
+
+
+def error_meta(message: str) -> dict[str, Any]:
+    return {"type": "error", "message": message, "peak_rss_kb": _peak_rss_kb()}
 
 
 def _peak_rss_kb() -> int:
@@ -770,19 +909,60 @@ def _peak_rss_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
 
 
+def limit_address_space(memory_mb: int) -> None:
+    """RLIMIT_AS for this process: the last line of defence, should a file get past every bound, is a
+    MemoryError (reported as such) rather than the host's OOM killer. 0 = no limit."""
+    if memory_mb <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    soft = memory_mb * workbook_limits.MB
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Stream workbooks as COPY-ready frames on stdout.")
     parser.add_argument("--batch-rows", type=int, default=5_000)
+    parser.add_argument(
+        "--max-part-mb",
+        type=int,
+        default=workbook_limits.DEFAULT_MAX_PART_MB,
+        help="largest uncompressed size of one part of the .xlsx zip (a worksheet)",
+    )
+    parser.add_argument(
+        "--max-shared-strings-mb",
+        type=int,
+        default=workbook_limits.DEFAULT_MAX_SHARED_STRINGS_MB,
+        help="largest uncompressed size of the shared strings part",
+    )
+    parser.add_argument(
+        "--max-shared-strings",
+        type=int,
+        default=workbook_limits.DEFAULT_MAX_SHARED_STRINGS,
+        help="most shared strings (openpyxl holds them all in memory)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=workbook_limits.DEFAULT_READER_MEMORY_MB,
+        help="address-space limit (RLIMIT_AS) of this process in MB; 0 = none",
+    )
     parser.add_argument("files", nargs="+", metavar="KIND=PATH", help="customers=PATH and/or loans=PATH")
     args = parser.parse_args(argv)
     files = [(kind, Path(path)) for kind, _, path in (item.partition("=") for item in args.files)]
+    limits = Limits(args.max_part_mb, args.max_shared_strings_mb, args.max_shared_strings)
     # The protocol owns fd 1; anything else printing goes to stderr instead of corrupting a frame.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr
+    # int() of a numeric cell with thousands of digits is quadratic; 640 (the least Python allows) is
+    # far more than any valid number and bounds each conversion to microseconds.
+    sys.set_int_max_str_digits(640)
+    limit_address_space(args.memory_mb)
     try:
-        stream_workbooks(out, files, args.batch_rows)
+        stream_workbooks(out, files, args.batch_rows, limits, args.memory_mb)
     except BaseException as exc:
-        write_frame(out, {"type": "error", "message": f"reader crashed: {type(exc).__name__}: {exc}"})
+        write_frame(out, error_meta(f"reader crashed: {type(exc).__name__}: {exc}"))
         raise
     finally:
         out.close()

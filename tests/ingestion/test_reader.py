@@ -6,6 +6,7 @@ import asyncio
 import csv
 import datetime as dt
 import io
+import time
 import zipfile
 from decimal import Decimal
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any
 
 import pytest
 from openpyxl import Workbook
-from openpyxl.utils.datetime import CALENDAR_MAC_1904
+from openpyxl.utils.datetime import CALENDAR_MAC_1904, WINDOWS_EPOCH
 
 from app.ingestion import reader as reader_module
+from app.ingestion import workbook_limits
 from app.ingestion.reader import (
     CUSTOMERS,
     LOANS,
@@ -255,7 +257,7 @@ def test_customer_values(tmp_path: Path) -> None:
     )
     rows, errors, _ = read_all(path, CUSTOMERS)
     assert rows[0] == CustomerRow(
-        2, 1, "Ana", "Last1", 31, 919_876_543_210, Decimal(50_000), Decimal(1_800_000)
+        2, 1, "Ana", "Last1", 31, 9_876_543_210, Decimal(50_000), Decimal(1_800_000)
     )
     assert rows[1].age is None
     assert [(e.row, e.column, e.reason) for e in errors] == [(4, "First Name", "longer than 100 characters")]
@@ -408,3 +410,178 @@ def test_lean_parsing_is_installed_into_openpyxl_by_the_reader(tmp_path: Path) -
     path = write_xlsx(tmp_path / "l.xlsx", LOAN_HEADERS, [loan(1, 1)])
     SheetReader(path, LOANS).close()
     assert openpyxl_sheet_parser.iterparse is reader_module._lean_iterparse
+
+
+# --------------------------------------------------------------------------------------------------
+# Guards against hostile cells (the files themselves: tests/ingestion/test_hostile_workbooks.py).
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (9_876_543_210, 9_876_543_210),
+        (1_234_567_890, 1_234_567_890),
+        ("9876543210", 9_876_543_210),
+        ("+91 98765 43210", 9_876_543_210),
+        ("+91-98765-43210", 9_876_543_210),
+        ("(+91) 98765.43210", 9_876_543_210),
+        ("919876543210", 9_876_543_210),
+        (919_876_543_210, 9_876_543_210),
+        (919_876_543_210.0, 9_876_543_210),
+        (9_876_543_210.0, 9_876_543_210),
+        ("09876543210", 9_876_543_210),
+        ("9198765432", 9_198_765_432),  # ten digits already: 91 is part of the number
+    ],
+)
+def test_phones_follow_the_apis_rule_after_dropping_a_prefix(value: object, expected: int) -> None:
+    assert reader_module.phone(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0098765432",  # ten digits starting with 0
+        "0987654321",
+        98_765_432,  # eight digits
+        "98765432",
+        "919876543210123",
+        929_876_543_210,  # twelve digits, not +91
+        "+1 555 123 4567",
+        "+9876543210",
+        "910987654321",  # +91 then a number starting with 0
+        "x1",
+        "٩٨٧٦٥٤٣٢١٠",  # Arabic-Indic digits: isdigit() but not the API's [0-9]
+        "9" * 5_000,
+        9_876_543_210.5,
+        float("nan"),
+        float("inf"),
+        -9_876_543_210,
+        0,
+    ],
+)
+def test_anything_else_is_not_a_phone_number(value: object) -> None:
+    with pytest.raises(reader_module.Invalid, match="phone number"):
+        reader_module.phone(value)
+
+
+NUMERIC_PARSERS = [
+    reader_module.identifier,
+    reader_module.positive_count,
+    reader_module.count,
+    reader_module.age,
+    reader_module.money,
+    reader_module.positive_money,
+    reader_module.rate,
+]
+
+
+@pytest.mark.parametrize("parse", NUMERIC_PARSERS, ids=lambda p: p.__name__)
+@pytest.mark.parametrize("text", ["1E999999999", "-1E999999999", "1e999999999", "9" * 30])
+def test_a_huge_number_as_text_is_refused_at_once(parse: Any, text: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(reader_module.Invalid, match="too large"):
+        parse(text)
+    assert time.perf_counter() - started < 0.05
+
+
+@pytest.mark.parametrize("parse", NUMERIC_PARSERS, ids=lambda p: p.__name__)
+def test_a_numeric_text_longer_than_any_valid_value_is_refused_before_parsing(parse: Any) -> None:
+    with pytest.raises(reader_module.Invalid, match="more than 40 characters"):
+        parse("1" + "0" * 40)
+    with pytest.raises(reader_module.Invalid, match="more than 40 characters"):
+        parse(" 1" * 20_000)
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [*NUMERIC_PARSERS, reader_module.phone, reader_module.name, reader_module._date_parser(WINDOWS_EPOCH)],
+    ids=lambda p: getattr(p, "__name__", "date"),
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
+def test_every_parser_refuses_nan_and_infinity(parse: Any, value: float) -> None:
+    with pytest.raises(reader_module.Invalid):
+        parse(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("NaN", "not a number"),
+        ("nan", "not a number"),
+        ("INF", "too large"),
+        ("-Infinity", "too large"),
+        ("1E999", "too large"),
+        ("-1e400", "too large"),
+        ("9" * 5_000, "too large (5,000 digits)"),
+        ("12abc", "not a number"),
+    ],
+)
+def test_a_numeric_cell_that_is_no_finite_number_becomes_a_marker_every_parser_refuses(
+    text: str, reason: str
+) -> None:
+    value = workbook_limits.cast_number(text)
+    assert isinstance(value, workbook_limits.BadNumber)
+    assert value.reason == reason and len(str(value)) <= 60
+    for parse in [*NUMERIC_PARSERS, reader_module.phone, reader_module.name]:
+        with pytest.raises(reader_module.Invalid) as raised:
+            parse(value)
+        if parse is not reader_module.name:
+            assert str(raised.value) == reason
+    with pytest.raises(reader_module.Invalid):
+        reader_module._date_parser(WINDOWS_EPOCH)(value)
+
+
+def openpyxl_cast_number(value: str) -> int | float:
+    """openpyxl 3.1.5's own `_cast_number` (the module attribute is replaced once the reader ran)."""
+    if "." in value or "E" in value or "e" in value:
+        return float(value)
+    return int(value)
+
+
+def test_ordinary_numeric_cells_cast_as_openpyxl_does() -> None:
+    for text in ["0", "42", "-7", "1.5", "2.5E3", "1e-3", "9" * 600]:
+        assert workbook_limits.cast_number(text) == openpyxl_cast_number(text)
+        assert type(workbook_limits.cast_number(text)) is type(openpyxl_cast_number(text))
+
+
+@pytest.mark.parametrize("text", sorted(reader_module.EXCEL_ERRORS))
+def test_excel_error_values_are_refused_with_their_name(text: str) -> None:
+    for parse in [reader_module.identifier, reader_module.money, reader_module.name, reader_module.phone]:
+        with pytest.raises(reader_module.Invalid, match="Excel error value"):
+            parse(text)
+    with pytest.raises(reader_module.Invalid, match="Excel error value"):
+        reader_module._date_parser(WINDOWS_EPOCH)(text)
+
+
+def test_cell_references_are_cached_and_stop_at_column_xfd() -> None:
+    assert workbook_limits.cell_coordinate("A1") == (1, 1)
+    assert workbook_limits.cell_coordinate("XFD1048576") == (1_048_576, 16_384)
+    assert workbook_limits.cell_coordinate("AB12") == (12, 28) == workbook_limits.cell_coordinate("AB12")
+    assert workbook_limits.cell_coordinate("ab3") == (3, 28)
+    with pytest.raises(workbook_limits.LimitExceeded, match="XFE1"):
+        workbook_limits.cell_coordinate("XFE1")
+    with pytest.raises(workbook_limits.LimitExceeded, match="ZZZ9"):
+        workbook_limits.cell_coordinate("ZZZ9")
+
+
+def _sheet(rows: str) -> bytes:
+    ns = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    return f'<worksheet xmlns="{ns}"><sheetData>{rows}</sheetData></worksheet>'.encode()
+
+
+def test_lean_parsing_refuses_a_text_run_longer_than_a_cell_can_be() -> None:
+    text = "a" * (workbook_limits.MAX_TEXT_RUN_BYTES + 200_000)
+    source = io.BytesIO(_sheet(f'<row r="7"><c r="A7" t="inlineStr"><is><t>{text}</t></is></c></row>'))
+    with pytest.raises(workbook_limits.LimitExceeded, match="in row 7"):
+        list(_lean_iterparse(source))
+    # The longest a cell may be, every character escaped, is fine.
+    text = "&#65533;" * workbook_limits.EXCEL_MAX_CELL_CHARS
+    source = io.BytesIO(_sheet(f'<row r="7"><c r="A7" t="inlineStr"><is><t>{text}</t></is></c></row>'))
+    assert len(list(_lean_iterparse(source))) > 3
+
+
+def test_lean_parsing_refuses_a_row_wider_than_excel_while_it_is_parsed() -> None:
+    cells = "<c/>" * 100_000  # 400 KB: several chunks of one row
+    with pytest.raises(workbook_limits.LimitExceeded, match="row 3 has"):
+        list(_lean_iterparse(io.BytesIO(_sheet(f'<row r="3">{cells}</row>'))))
+    assert len(list(_lean_iterparse(io.BytesIO(_sheet(f'<row r="3">{"<c/>" * 16_384}</row>'))))) > 16_384

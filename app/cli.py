@@ -23,7 +23,7 @@ from app.ingestion.jobs import IngestionReport, JobState, get_job_state, job_id_
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_INTERVAL_S = 0.5
-SHOWN_ROWS = 20  # re-keyed loans / errors printed per file; `job --json` has them all
+SHOWN_ROWS = 20  # re-keyed rows / errors printed per file; `job --json` lists up to 100 of each
 ROOT = Path(__file__).resolve().parent.parent
 
 app = typer.Typer(
@@ -91,7 +91,12 @@ def ingest(
         bool, typer.Option("--wait", help="Follow the job's progress, then print its report.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Run again even if these exact files were already ingested.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Start a new run whatever an earlier one of these files did (finished, queued, running or "
+            "stuck), and say what was done.",
+        ),
     ] = False,
 ) -> None:
     """Enqueue one job that loads CUSTOMERS, then LOANS, and print its id.
@@ -116,11 +121,14 @@ async def _ingest(
 
     redis = await _redis(settings)
     try:
-        created = await enqueue_ingestion(
+        enqueued = await enqueue_ingestion(
             redis, job_id, customers, loans, queue_name=settings.arq_queue_name, force=force
         )
+        job_id = enqueued.job_id
         out.print(job_id, highlight=False)
-        if not created:
+        if enqueued.note:
+            err.print(enqueued.note, highlight=False)
+        if not enqueued.created:
             err.print(f"job {job_id} already exists for these files (use --force to load them again)")
         if not wait:
             return EXIT_OK
@@ -210,6 +218,7 @@ def _print_report(report: IngestionReport) -> None:
         ("skipped", "skipped"),
         ("duplicates", "duplicates"),
         ("re-keyed", "rekeyed"),
+        ("adopted", "adopted"),
     )
     for label, name in figures:
         table.add_row(label, *(f"{getattr(f, name):,}" for f in report.files))
@@ -222,34 +231,53 @@ def _print_report(report: IngestionReport) -> None:
             out.print(
                 f"{f.file}: computed (absent from the file): {', '.join(f.derived_columns)}", highlight=False
             )
+        if f.rekeyed_customers:
+            out.print(
+                f"{f.file}: {f.rekeyed:,} customers re-keyed (their Customer ID was held by a customer "
+                "no import created):"
+            )
+            for c in f.rekeyed_customers[:SHOWN_ROWS]:
+                out.print(
+                    f"  row {c.row}: Customer ID {c.workbook_customer_id} (held by customer "
+                    f"{c.held_by_customer_id}) -> customer_id {c.customer_id}",
+                    highlight=False,
+                )
+            _more(len(f.rekeyed_customers), f.rekeyed, "customers: source_customer_id <> customer_id")
         if f.rekeyed_loans:
-            out.print(f"{f.file}: {f.rekeyed} loans re-keyed (their Loan ID was held by another loan):")
+            out.print(f"{f.file}: {f.rekeyed:,} loans re-keyed (their Loan ID was held by another loan):")
             for loan in f.rekeyed_loans[:SHOWN_ROWS]:
                 out.print(
                     f"  row {loan.row}: customer {loan.customer_id}, Loan ID {loan.workbook_loan_id} "
                     f"(held by customer {loan.held_by_customer_id}) -> loan_id {loan.loan_id}",
                     highlight=False,
                 )
-            _more(len(f.rekeyed_loans) - SHOWN_ROWS)
+            _more(len(f.rekeyed_loans), f.rekeyed, "loans: source_loan_id <> loan_id")
         if f.errors:
-            out.print(f"{f.file}: {f.skipped} rows skipped:")
+            out.print(f"{f.file}: {f.skipped:,} rows skipped:")
             for e in f.errors[:SHOWN_ROWS]:
                 value = "" if e.value is None else f" (value {e.value!r})"
                 out.print(f"  {e.sheet} row {e.row}, {e.column}: {e.reason}{value}", highlight=False)
-            _more(len(f.errors) - SHOWN_ROWS + f.errors_not_shown)
+            _more(len(f.errors), len(f.errors) + f.errors_not_shown)
         if f.duplicate_rows:
-            out.print(f"{f.file}: {f.duplicates} rows superseded by a later row with the same key:")
+            out.print(f"{f.file}: {f.duplicates:,} rows superseded by a later row with the same key:")
             for d in f.duplicate_rows[:SHOWN_ROWS]:
                 key = f"customer {d.customer_id}" + (
                     f", Loan ID {d.loan_id}" if d.loan_id is not None else ""
                 )
                 out.print(f"  row {d.row} ({key}) -> row {d.kept_row}", highlight=False)
-            _more(f.duplicates - min(len(f.duplicate_rows), SHOWN_ROWS))
+            _more(len(f.duplicate_rows), f.duplicates)
 
 
-def _more(count: int) -> None:
-    if count > 0:
-        out.print(f"  ... and {count:,} more (`credit-approval job ID --json` lists them)")
+def _more(listed: int, total: int, table_has: str | None = None) -> None:
+    """After the first SHOWN_ROWS of `listed` rows (the report lists at most 100 of `total`): say
+    where the rest are, exactly."""
+    in_json = listed - min(listed, SHOWN_ROWS)
+    beyond = total - listed
+    if in_json > 0:
+        out.print(f"  ... and {in_json:,} more listed by `credit-approval job ID --json`", highlight=False)
+    if beyond > 0:
+        where = f" (in the database: {table_has})" if table_has else ""
+        out.print(f"  ... and {beyond:,} more counted, not listed{where}", highlight=False)
 
 
 @app.command()

@@ -45,6 +45,41 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1, description="How long an Idempotency-Key lives.")
     ingestion_batch_rows: int = Field(default=5_000, ge=1)
     ingestion_job_timeout_s: int = Field(default=3_600, ge=1)
+    # Bounds on what a workbook may make the reader process do (app/ingestion/workbook_limits.py).
+    ingestion_max_part_mb: int = Field(
+        default=1_024,
+        ge=1,
+        description="Largest uncompressed size of one part of an .xlsx zip (a worksheet), in MB; "
+        "a bigger part fails the file before it is inflated.",
+    )
+    ingestion_max_shared_strings_mb: int = Field(
+        default=128,
+        ge=1,
+        description="Largest uncompressed size of a workbook's shared strings part, in MB "
+        "(openpyxl holds every shared string in memory).",
+    )
+    ingestion_max_shared_strings: int = Field(
+        default=3_000_000,
+        ge=1,
+        description="Most shared strings one workbook may have (~80 bytes of reader memory each).",
+    )
+    ingestion_reader_memory_mb: int = Field(
+        default=1_024,
+        ge=0,
+        description="Address-space limit (RLIMIT_AS) of each workbook reader process, in MB; "
+        "0 = none. A file that needs more fails with an out-of-memory error.",
+    )
+    ingestion_stall_timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="A workbook reader that sends nothing for this long fails its job (the watchdog).",
+    )
+    ingestion_lease_s: int = Field(
+        default=60,
+        ge=5,
+        description="A running job renews its claim this often x3; a job whose worker died is taken up "
+        "by another worker once the claim lapses.",
+    )
 
     @field_validator("database_url")
     @classmethod

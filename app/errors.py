@@ -59,6 +59,14 @@ class PayloadTooLarge(DomainError):
 
 class ServiceUnavailable(DomainError):
     status, code, title = 503, "service-unavailable", "Service unavailable"
+    retry_after_s: int = 1  # sent as Retry-After
+
+
+class ImportInProgress(ServiceUnavailable):
+    """A decision that an import still running could make stale: refused until the import commits."""
+
+    code, title = "import-in-progress", "Import in progress"
+    retry_after_s = 5
 
 
 class FieldError(BaseModel):
@@ -129,7 +137,11 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    headers: dict[str, str] | None = None
+    if isinstance(exc, Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, ServiceUnavailable):
+        headers = {"Retry-After": str(exc.retry_after_s)}
     return problem_response(
         request,
         status=exc.status,

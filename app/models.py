@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -20,7 +21,9 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -47,6 +50,13 @@ class Customer(Base):
         CheckConstraint("phone_number > 0", name="phone_positive"),
         CheckConstraint("monthly_salary >= 0", name="salary_non_negative"),
         CheckConstraint("approved_limit >= 0", name="limit_non_negative"),
+        # Loans imports map a workbook Customer ID to customer_id; only re-keyed customers need it.
+        Index(
+            "ix_customers_rekeyed_source",
+            "source_customer_id",
+            postgresql_where=text("customer_id <> source_customer_id"),
+            postgresql_include=["customer_id"],
+        ),
     )
 
     customer_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -56,6 +66,12 @@ class Customer(Base):
     phone_number: Mapped[int] = mapped_column(BigInteger, unique=True)
     monthly_salary: Mapped[Decimal] = mapped_column(MONEY)
     approved_limit: Mapped[Decimal] = mapped_column(MONEY)
+    # The workbook Customer ID an import created this customer under (NULL: registered through the API).
+    # A workbook row only ever updates the customer an earlier import created with its id.
+    source_customer_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # True only for rows that predate source_customer_id (migration 0003): imported or registered,
+    # nobody can tell, so an import adopts one only when the workbook's phone number matches.
+    origin_unknown: Mapped[bool] = mapped_column(Boolean, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

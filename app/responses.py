@@ -73,6 +73,39 @@ EXAMPLES = {
 }
 
 
+IMPORT_IN_PROGRESS_EXAMPLE = _example(
+    "import-in-progress",
+    "Import in progress",
+    503,
+    "An import that may change customer 42's credit history is running; retry once it has finished.",
+)
+
+
+def import_aware_503() -> dict[int | str, dict[str, Any]]:
+    """503 for a decision that may wait for a running import: both reasons, and the Retry-After header."""
+    return {
+        503: {
+            "description": DESCRIPTIONS[503] + " Also while a workbook import that can change this "
+            "customer's history runs (`import-in-progress`): the decision waits for the imported history.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            },
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "examples": {
+                        "database-unavailable": {"value": EXAMPLES[503]},
+                        "import-in-progress": {"value": IMPORT_IN_PROGRESS_EXAMPLE},
+                    },
+                }
+            },
+        }
+    }
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {

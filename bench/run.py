@@ -465,7 +465,7 @@ def ingest(url: str, redis_url: str, files: tuple[Path, Path]) -> dict[str, Any]
         try:
             job_id = job_id_for(*files, job_namespace(settings))
             started = time.perf_counter()
-            await enqueue_ingestion(redis, job_id, *files, queue_name=queue, force=True)
+            job_id = (await enqueue_ingestion(redis, job_id, *files, queue_name=queue, force=True)).job_id
             while True:
                 state = await get_job_state(redis, job_id, queue)
                 if state is not None and state.status in ("complete", "failed"):

@@ -40,12 +40,12 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FIXED_NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 
 
-def run_migrations(url: str) -> None:
+def run_migrations(url: str, revision: str = "head") -> None:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", url)
     config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 async def create_database(name: str) -> str:

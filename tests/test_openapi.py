@@ -174,8 +174,20 @@ def test_error_responses_are_problem_documents_with_examples(document: dict[str,
             assert set(response["content"]) == {PROBLEM_JSON}, where
             media = response["content"][PROBLEM_JSON]
             assert media["schema"] == {"$ref": PROBLEM_REF}, where
-            assert media["example"]["status"] == int(code), where
-            assert media["example"]["type"].startswith("https://"), where
+            examples = [media["example"]] if "example" in media else [
+                named["value"] for named in media["examples"].values()
+            ]  # fmt: skip
+            assert examples, where
+            for example in examples:
+                assert example["status"] == int(code), where
+                assert example["type"].startswith("https://"), where
+
+
+def test_create_loan_documents_the_import_in_progress_503(document: dict[str, Any]) -> None:
+    unavailable = document["paths"]["/api/create-loan"]["post"]["responses"]["503"]
+    examples = unavailable["content"][PROBLEM_JSON]["examples"]
+    assert examples["import-in-progress"]["value"]["type"].endswith("/import-in-progress")
+    assert "Retry-After" in unavailable["headers"]
 
 
 def test_every_schema_property_has_a_description(document: dict[str, Any]) -> None:

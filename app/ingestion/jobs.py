@@ -16,26 +16,30 @@ import asyncio
 import datetime as dt
 import hashlib
 import os
-import resource
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobStatus, SerializationError
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
-from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import metrics
 from app.config import Settings
 from app.db import create_engine
+from app.import_locks import IMPORT_RUNNING_KEY
 from app.ingestion.loader import BatchInfo, CustomerLoader, FileKind, FileReport, LoanLoader
 from app.ingestion.reader import SheetHeader, WorkbookError, read_frame
+from app.ingestion.reader import _peak_rss_kb as peak_rss_kb
 
 JOB_FUNCTION = "ingest_workbooks"
 RESULT_TTL_S = 24 * 3600
@@ -44,6 +48,7 @@ READ_AHEAD_BYTES = 2 << 20
 """How far a reader process may run ahead of the writer (asyncio buffers up to twice this): ~60k loan
 rows as CSV, enough to smooth the hand-over; more would only be memory."""
 _KINDS: tuple[FileKind, ...] = ("customers", "loans")
+_T = TypeVar("_T")
 _MAX_REASON = 2_000
 # The reader runs as `python -m app.ingestion.reader`: make sure the child finds this package.
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
@@ -129,6 +134,11 @@ class IngestionReport(BaseModel):
     reader_peak_rss_mb: float | None = Field(
         default=None, description="Peak memory of the process that parsed the workbooks."
     )
+    decisions_held_s: float | None = Field(
+        default=None,
+        description="How long create-loan answered 503 `import-in-progress` for the customers an import "
+        "can change: from the job taking its lock until its loans committed.",
+    )
 
 
 class JobState(BaseModel):
@@ -173,6 +183,13 @@ def job_id_for(customers: Path, loans: Path, namespace: str) -> str:
     return "ingest-" + digest.hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    job_id: str = ""
+    created: bool = False
+    note: str = ""  # what --force did, in words for the operator
+
+
 async def enqueue_ingestion(
     redis: ArqRedis,
     job_id: str,
@@ -181,19 +198,31 @@ async def enqueue_ingestion(
     *,
     queue_name: str | None = None,
     force: bool = False,
-) -> bool:
-    """Enqueue the job under `job_id` (on `queue_name`, else the pool's default queue); False when that
-    job already exists (queued, running or kept).
+) -> Enqueued:
+    """Enqueue the job under `job_id` (on `queue_name`, else the pool's default queue). Without `force`,
+    nothing happens when that job already exists (queued, running or kept).
 
-    `force` re-runs a finished job (its kept result is dropped first); a queued or running one is never
-    enqueued twice.
+    `force` always starts a new run, whatever state an earlier one was left in: a finished one's kept
+    result is dropped and the id reused; a queued or running one (perhaps stuck, perhaps with a dead
+    worker) is left alone and the new run gets an id of its own. Runs of one kind of file are serialised
+    in PostgreSQL, and a run is idempotent, so two runs of the same files are harmless.
     """
-    if force and await Job(job_id, redis).status() == JobStatus.complete:
-        await redis.delete(f"arq:result:{job_id}", _report_key(job_id), _progress_key(job_id))
+    note = ""
+    if force:
+        status = await Job(job_id, redis, _queue_name=queue_name or redis.default_queue_name).status()
+        if status == JobStatus.complete:
+            await redis.delete(f"arq:result:{job_id}", _report_key(job_id), _progress_key(job_id))
+            note = f"the earlier run {job_id} had finished: its report was dropped and the files run again"
+        elif status != JobStatus.not_found:
+            earlier, job_id = job_id, f"{job_id}-{uuid.uuid4().hex[:8]}"
+            note = (
+                f"the earlier run {earlier} is still {status.value} (left as it is: a stuck one fails by "
+                f"the watchdog, a dead worker's is taken up again); started a new run {job_id}"
+            )
     job = await redis.enqueue_job(
         JOB_FUNCTION, str(customers), str(loans), _job_id=job_id, _queue_name=queue_name
     )
-    return job is not None
+    return Enqueued(job_id, job is not None, note)
 
 
 async def get_job_state(redis: ArqRedis, job_id: str, queue_name: str) -> JobState | None:
@@ -234,24 +263,77 @@ async def _failure_reason(job: Job) -> str:
 
 def worker_engine(settings: Settings) -> AsyncEngine:
     """The worker's engine: few connections, and statement/lock timeouts sized for a million-row merge
-    (the web's are seconds)."""
+    (the web's are seconds). Each ingestion job builds its own (`job_engine`); this one serves the rest."""
     budget_ms = settings.ingestion_job_timeout_s * 1000
     return create_engine(settings.model_copy(update={"db_statement_timeout_ms": budget_ms}), pool_size=2)
+
+
+def job_engine(settings: Settings) -> AsyncEngine:
+    """One ingestion job's own two connections (customers and loans), disposed when it ends: a stuck job
+    can hold its own, never another job's."""
+    return worker_engine(settings)
+
+
+async def _keep_lease(redis: Redis, job_id: str, lease_s: int) -> None:
+    """Keep ARQ's in-progress key alive for `lease_s` at a time, instead of the whole job timeout.
+
+    ARQ sets that key for job_timeout + 10 s (an hour) and no other worker touches the job while it
+    exists: a worker killed mid-job left it untouched for an hour. Renewed every lease/3 s, the key
+    lapses within `lease_s` of the worker's death, and a running worker's next poll takes the job up
+    again (ARQ's own retry: the job is still in the queue until a worker finishes it).
+    """
+    key = in_progress_key_prefix + job_id
+    while True:
+        await redis.pexpire(key, lease_s * 1000)
+        await asyncio.sleep(lease_s / 3)
+
+
+async def _bounded(frames: AsyncIterator[_T], seconds: float, kind: FileKind) -> AsyncIterator[_T]:
+    """`frames`, failing the job when the reader sends nothing for `seconds` (the watchdog)."""
+    iterator = aiter(frames)
+    while True:
+        try:
+            item = await asyncio.wait_for(anext(iterator), seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise _stalled(kind, seconds) from None
+        yield item
+
+
+def _stalled(kind: FileKind, seconds: float) -> IngestionFailed:
+    return IngestionFailed(
+        f"the {kind} workbook reader sent nothing for {seconds:g} s and was stopped (watchdog)"
+    )
 
 
 async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path: str) -> dict[str, Any]:
     """Load the customers workbook, then the loans workbook; return the report (a JSON-ready dict)."""
     settings: Settings = ctx["settings"]
-    engine: AsyncEngine = ctx["engine"]
     redis: Redis = ctx["redis"]
     job_id: str = ctx.get("job_id") or "direct"
+    lease = asyncio.create_task(_keep_lease(redis, job_id, settings.ingestion_lease_s))
+    engine = job_engine(settings)
+    try:
+        return await _ingest(settings, engine, redis, job_id, customers_path, loans_path)
+    finally:
+        lease.cancel()
+        await asyncio.gather(lease, return_exceptions=True)
+        await engine.dispose()
+
+
+async def _ingest(
+    settings: Settings, engine: AsyncEngine, redis: Redis, job_id: str, customers_path: str, loans_path: str
+) -> dict[str, Any]:
     started_at, started = dt.datetime.now(dt.UTC), time.perf_counter()
     paths: dict[FileKind, Path] = {"customers": Path(customers_path), "loans": Path(loans_path)}
     tracker = _ProgressTracker(redis, job_id)
     reports: list[FileReport] = []
+    # How long this job held create-loan off (the report reads it): from taking the import lock to commit.
+    held_s: float | None = None
     # One reader process per file, both started now: the loans file is parsed on the second core while
     # the customers file loads, instead of after it.
-    readers = {kind: ReaderProcess(kind, paths[kind], settings.ingestion_batch_rows) for kind in _KINDS}
+    readers = {kind: ReaderProcess(kind, paths[kind], settings) for kind in _KINDS}
 
     def report(status: Literal["complete", "failed"], error: str | None = None) -> IngestionReport:
         return IngestionReport(
@@ -264,39 +346,57 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
             seconds=round(time.perf_counter() - started, 3),
             files=reports,
             error=error,
-            worker_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            worker_peak_rss_mb=round(peak_rss_kb() / 1024, 1),
             reader_peak_rss_mb=round(max(r.peak_rss_kb for r in readers.values()) / 1024, 1) or None,
+            decisions_held_s=None if held_s is None else round(held_s, 3),
         )
 
     try:
         async with AsyncExitStack() as stack:
+            # The loans transaction opens first and takes the import lock: from here until it commits,
+            # create-loan refuses customers this job can change (app/import_locks.py), and a second
+            # import waits. Its batches are held (in PostgreSQL, not in memory) until the customers file
+            # has committed: its rows must find their customers.
+            loans_conn = await stack.enter_async_context(engine.connect())
+            await loans_conn.begin()
+            await loans_conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": IMPORT_RUNNING_KEY})
+            locked_at = time.perf_counter()
             for reader in readers.values():
                 await stack.enter_async_context(reader)
             # Both headers before any row: a missing column or an unreadable loans file fails the job
             # before the customers file is written.
-            headers = {kind: await reader.header() for kind, reader in readers.items()}
-            # The loans transaction starts now too, holding its batches (in PostgreSQL, not in memory)
-            # until the customers file is committed: its rows must find their customers.
+            stall = settings.ingestion_stall_timeout_s
+            headers = {}
+            for kind, reader in readers.items():
+                try:
+                    headers[kind] = await asyncio.wait_for(reader.header(), stall)
+                except TimeoutError:
+                    raise _stalled(kind, stall) from None
             customers_loaded = asyncio.Event()
             loans = asyncio.create_task(
                 _load_file(
-                    engine,
+                    loans_conn,
                     LoanLoader(paths["loans"], headers["loans"], customers_loaded=customers_loaded),
                     readers["loans"],
                     tracker,
+                    stall,
                 )
             )
             try:
-                reports.append(
-                    await _load_file(
-                        engine,
-                        CustomerLoader(paths["customers"], headers["customers"]),
-                        readers["customers"],
-                        tracker,
+                async with engine.connect() as customers_conn:
+                    await customers_conn.begin()
+                    reports.append(
+                        await _load_file(
+                            customers_conn,
+                            CustomerLoader(paths["customers"], headers["customers"]),
+                            readers["customers"],
+                            tracker,
+                            stall,
+                        )
                     )
-                )
                 customers_loaded.set()
                 reports.append(await loans)
+                held_s = time.perf_counter() - locked_at
             finally:
                 if not loans.done():  # the customers file failed: the loans transaction rolls back
                     loans.cancel()
@@ -315,18 +415,23 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
 
 
 async def _load_file(
-    engine: AsyncEngine, loader: CustomerLoader | LoanLoader, reader: ReaderProcess, tracker: _ProgressTracker
+    conn: AsyncConnection,
+    loader: CustomerLoader | LoanLoader,
+    reader: ReaderProcess,
+    tracker: _ProgressTracker,
+    stall_s: float,
 ) -> FileReport:
-    """One file in one transaction: its batches as they come, then the end-of-file merge."""
+    """One file in `conn`'s transaction, committed here: its batches as they come, then the end-of-file
+    merge. On any error the caller's connection rolls the file back."""
     kind = loader.kind
     tracker.start(kind)
-    async with engine.begin() as conn:
-        await loader.start(conn)
-        async for info, rows in reader.batches():
-            await loader.add_batch(info, rows)
-            await tracker.update(kind, info.rows_read)
-        await tracker.update(kind, loader.rows_read, stage="merging")
-        file_report = await loader.finish()
+    await loader.start(conn)
+    async for info, rows in _bounded(reader.batches(), stall_s, kind):
+        await loader.add_batch(info, rows)
+        await tracker.update(kind, info.rows_read)
+    await tracker.update(kind, loader.rows_read, stage="merging")
+    file_report = await loader.finish()
+    await conn.commit()
     _count_rows(file_report)  # once committed: a rolled-back file loaded nothing
     await tracker.update(kind, loader.rows_read, stage="done")
     return file_report
@@ -348,12 +453,19 @@ class ReaderProcess:
     parsing and writing: when the writer falls behind, the child blocks on a full pipe.
     """
 
-    def __init__(self, kind: FileKind, path: Path, batch_rows: int) -> None:
+    def __init__(self, kind: FileKind, path: Path, settings: Settings) -> None:
         self.kind = kind
         self.path = path
-        self.batch_rows = batch_rows
+        self.batch_rows = settings.ingestion_batch_rows
+        # The reader's bounds on a hostile file, as its command-line options.
+        self.limit_options = [
+            f"--max-part-mb={settings.ingestion_max_part_mb}",
+            f"--max-shared-strings-mb={settings.ingestion_max_shared_strings_mb}",
+            f"--max-shared-strings={settings.ingestion_max_shared_strings}",
+            f"--memory-mb={settings.ingestion_reader_memory_mb}",
+        ]
         self._process: asyncio.subprocess.Process | None = None
-        self.peak_rss_kb = 0  # the child's, once it finished the file
+        self.peak_rss_kb = 0  # the child's, once it finished the file (or failed it)
 
     async def __aenter__(self) -> Self:
         self._process = await asyncio.create_subprocess_exec(
@@ -362,6 +474,7 @@ class ReaderProcess:
             "app.ingestion.reader",
             "--batch-rows",
             str(self.batch_rows),
+            *self.limit_options,
             f"{self.kind}={self.path}",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -389,6 +502,7 @@ class ReaderProcess:
             code = await self._process.wait()
             raise IngestionFailed(f"the workbook reader exited unexpectedly (exit status {code})") from None
         if meta["type"] == "error":
+            self.peak_rss_kb = meta.get("peak_rss_kb", self.peak_rss_kb)
             raise WorkbookError(meta["message"])
         return meta, payload
 

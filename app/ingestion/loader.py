@@ -8,6 +8,9 @@ Customers (a tenth of the rows) are merged once, at the end of their file. Loans
 batch, still inside the one transaction, so PostgreSQL writes batch n while the reader process parses
 batch n+1: one merge at the end would add its whole duration to the load.
 
+Customer IDs: see CustomerLoader. A loans file's Customer ID is the import's own key (source_customer_id):
+its loans follow the customer an import created under that id, whatever customer_id it was stored under.
+
 Loan IDs: a new loan takes its workbook Loan ID as its loan_id, first come (in file order) first served.
 A row the batch insert cannot place is set aside and settled when the file ends: a key already in the
 table is updated in place (keeping whatever loan_id it has), a repeated key's last row wins, and a new
@@ -22,22 +25,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app.import_locks import INGESTION_LOCK_KEYS, FileKind
 from app.ingestion.reader import MAX_REPORTED_ERRORS, RowError, SheetHeader
 
-MAX_LISTED_REKEYED = 10_000
-"""Re-keyed loans listed in a report: all of a real export's; a bound on memory for a synthetic giant."""
-
-# Serialise ingestions (two workers, or ARQ running a job twice): one customers file and one loans file
-# load at a time. Two keys, always taken customers first within a job, so jobs cannot deadlock.
-_LOCK_KEYS = {"customers": 0x6372_6564_6974_01, "loans": 0x6372_6564_6974_02}
-
-FileKind = Literal["customers", "loans"]
+MAX_LISTED = MAX_REPORTED_ERRORS
+"""Superseded rows, phone conflicts and re-keyed rows listed in a report: the first 100 in row order.
+The rest are counted in SQL and never brought into the worker, so its memory does not grow with them."""
 
 
 class RowIssue(BaseModel):
@@ -51,8 +50,22 @@ class RowIssue(BaseModel):
 class DuplicateRow(BaseModel):
     row: int = Field(description="Row that was superseded.")
     kept_row: int = Field(description="Later row with the same key that replaced it (last row wins).")
-    customer_id: int = Field(description="Customer ID of the row.")
+    customer_id: int = Field(
+        description="The row's customer: its workbook Customer ID in a customers file, the customer_id "
+        "it is stored under in a loans file."
+    )
     loan_id: int | None = Field(default=None, description="Workbook Loan ID (loans file only).")
+
+
+class RekeyedCustomer(BaseModel):
+    row: int = Field(description="Row of the customer in the customers workbook.")
+    workbook_customer_id: int = Field(description="Customer ID in the workbook, kept as source_customer_id.")
+    customer_id: int = Field(description="customer_id the customer is stored under.")
+    held_by_customer_id: int | None = Field(
+        default=None,
+        description="The customer (registered through the API, or not created by an import) that holds "
+        "the workbook Customer ID as its customer_id.",
+    )
 
 
 class RekeyedLoan(BaseModel):
@@ -68,14 +81,22 @@ class RekeyedLoan(BaseModel):
 class FileReport(BaseModel):
     file: FileKind = Field(description="Which workbook: `customers` or `loans`.")
     path: str = Field(description="The workbook's path, as the worker read it.")
-    sheet: str = Field(description="The worksheet that was loaded.")
+    sheet: str = Field(description="The worksheet that was loaded (the first visible one).")
     rows_read: int = Field(description="Non-empty data rows read.")
     inserted: int = Field(description="Rows added to the table.")
     updated: int = Field(description="Existing rows whose values changed.")
     unchanged: int = Field(description="Existing rows the file repeats exactly (nothing written).")
     skipped: int = Field(description="Bad rows not loaded; see `errors`.")
     duplicates: int = Field(description="Rows superseded by a later row with the same key (last row wins).")
-    rekeyed: int = Field(description="Loans stored under a loan_id other than their workbook Loan ID.")
+    rekeyed: int = Field(
+        description="Rows stored under another id than their workbook key: customers whose Customer ID "
+        "a registered customer holds, loans whose Loan ID another loan holds."
+    )
+    adopted: int = Field(
+        default=0,
+        description="Customers from before source ids were kept (migration 0003) that this file claimed: "
+        "same customer_id and same phone number as the workbook row.",
+    )
     seconds: float = Field(description="Wall time for this file: read, stage and merge.")
     ignored_columns: list[str] = Field(default_factory=list, description="Columns present but not used.")
     derived_columns: list[str] = Field(
@@ -86,14 +107,20 @@ class FileReport(BaseModel):
     )
     errors_not_shown: int = Field(default=0, description="Row errors beyond those listed.")
     duplicate_rows: list[DuplicateRow] = Field(
-        default_factory=list, description=f"The first {MAX_REPORTED_ERRORS} superseded rows."
+        default_factory=list, description=f"The first {MAX_LISTED} superseded rows, in row order."
+    )
+    duplicates_not_shown: int = Field(default=0, description="Superseded rows beyond those listed.")
+    rekeyed_customers: list[RekeyedCustomer] = Field(
+        default_factory=list,
+        description=f"The first {MAX_LISTED} re-keyed customers, in row order (the customers table has "
+        "them all: `source_customer_id <> customer_id`).",
     )
     rekeyed_loans: list[RekeyedLoan] = Field(
         default_factory=list,
-        description=f"Every re-keyed loan, in row order (the first {MAX_LISTED_REKEYED:,} if there are more;"
-        " the loans table has them all: `source_loan_id <> loan_id`).",
+        description=f"The first {MAX_LISTED} re-keyed loans, in row order (the loans table has them all: "
+        "`source_loan_id <> loan_id`).",
     )
-    rekeyed_not_shown: int = Field(default=0, description="Re-keyed loans beyond those listed.")
+    rekeyed_not_shown: int = Field(default=0, description="Re-keyed rows beyond those listed.")
 
 
 class BatchInfo(BaseModel):
@@ -167,7 +194,11 @@ class _Loader:
     async def start(self, conn: AsyncConnection) -> None:
         """Begin on `conn`, in its transaction: wait for any other ingestion of this kind of file."""
         self.conn = conn
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEYS[self.kind]})
+        # Serialise ingestions (two workers, or ARQ running a job twice). The loans key also holds off
+        # create-loan for imported customers until this job commits (app/import_locks.py).
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": INGESTION_LOCK_KEYS[self.kind]}
+        )
         for statement in self.ddl:
             await self.conn.execute(text(statement))
         raw = await self.conn.get_raw_connection()
@@ -198,10 +229,16 @@ class _Loader:
     async def _one(self, sql: str, **params: Any) -> Any:
         return (await self.conn.execute(text(sql), params)).one()
 
-    def _reject(self, rows: list[Any], field: str, reason: Any) -> None:
-        """Record rows the database side rejected: they count as skipped, with a reason each."""
-        self.skipped += len(rows)
-        self.error_count += len(rows)
+    def _room(self) -> int:
+        """How many more row errors the report lists."""
+        return max(MAX_REPORTED_ERRORS - len(self.errors), 0)
+
+    def _reject(self, rows: list[Any], field: str, reason: Any, total: int | None = None) -> None:
+        """Record rows the database side rejected: they count as skipped, with a reason each. `rows` may
+        be only the first few of `total` (the rest were counted in SQL)."""
+        total = len(rows) if total is None else total
+        self.skipped += total
+        self.error_count += total
         column = self.header.headers[field]
         room = max(MAX_REPORTED_ERRORS - len(self.errors), 0)
         self.errors.extend(
@@ -209,8 +246,9 @@ class _Loader:
         )
 
     def _superseded(self, rows: list[Any]) -> None:
-        self.duplicates += len(rows)
-        room = max(MAX_REPORTED_ERRORS - len(self.duplicate_rows), 0)
+        """`rows`: the first MAX_LISTED superseded rows, each carrying the `total` counted in SQL."""
+        self.duplicates += rows[0].total if rows else 0
+        room = max(MAX_LISTED - len(self.duplicate_rows), 0)
         self.duplicate_rows.extend(
             DuplicateRow(row=r.row_number, kept_row=r.kept_row, customer_id=r.customer_id, loan_id=r.loan_id)
             for r in rows[:room]
@@ -226,6 +264,7 @@ class _Loader:
             skipped=self.skipped,
             duplicates=self.duplicates,
             duplicate_rows=sorted(self.duplicate_rows, key=lambda d: d.row),
+            duplicates_not_shown=self.duplicates - len(self.duplicate_rows),
             seconds=round(time.perf_counter() - self.started, 3),
             ignored_columns=self.header.ignored,
             derived_columns=self.header.derived,
@@ -235,12 +274,28 @@ class _Loader:
         )
 
 
+_CUSTOMER_VALUES = "first_name, last_name, age, phone_number, monthly_salary, approved_limit"
+
+
+def _prefixed(alias: str, values: str) -> str:
+    return ", ".join(f"{alias}.{column}" for column in values.split(", "))
+
+
 class CustomerLoader(_Loader):
+    """Customers are keyed by their workbook Customer ID, kept in `source_customer_id`.
+
+    A row updates only the customer an earlier import created under its Customer ID. A new customer
+    keeps the Customer ID as its customer_id when that id is free; when a customer the import did not
+    create holds it (one registered through the API), the new customer gets a fresh id and the report
+    lists it. Exception for databases upgraded from before source ids (migration 0003): a customer of
+    unknown origin holding the id is adopted, and updated, only when its phone number matches the row's.
+    """
+
     kind = "customers"
     copy_table = "ingest_customers"
     columns = (
         "row_number",
-        "customer_id",
+        "source_customer_id",
         "first_name",
         "last_name",
         "age",
@@ -252,7 +307,7 @@ class CustomerLoader(_Loader):
         """
         CREATE TEMP TABLE ingest_customers (
             row_number integer NOT NULL,
-            customer_id bigint NOT NULL,
+            source_customer_id bigint NOT NULL,
             first_name text NOT NULL,
             last_name text NOT NULL,
             age smallint,
@@ -264,51 +319,55 @@ class CustomerLoader(_Loader):
     )
 
     async def finish(self) -> FileReport:
-        # Last row wins for a Customer ID repeated in the file.
+        # Past every Customer ID of the file first: from here on a registration through the API (nextval)
+        # cannot take one of them, and the fresh ids drawn below cannot either.
+        max_id = (await self._one("SELECT max(source_customer_id) FROM ingest_customers"))[0] or 0
+        await _advance_sequence(self.conn, "customers", "customer_id", max_id)
+        # Last row wins for a Customer ID repeated in the file; each row's target, if it has one: the
+        # customer an earlier import created under the id, else a customer of unknown origin (from before
+        # migration 0003) holding the id with the same phone number.
         await self.conn.execute(
             text(
                 """
                 CREATE TEMP TABLE ingest_customers_final ON COMMIT DROP AS
-                SELECT DISTINCT ON (customer_id) * FROM ingest_customers ORDER BY customer_id, row_number DESC
+                SELECT f.*, coalesce(mine.customer_id, legacy.customer_id) AS target_customer_id,
+                       mine.customer_id IS NULL AND legacy.customer_id IS NOT NULL AS adopt
+                FROM (
+                    SELECT DISTINCT ON (source_customer_id) * FROM ingest_customers
+                    ORDER BY source_customer_id, row_number DESC
+                ) f
+                LEFT JOIN customers mine ON mine.source_customer_id = f.source_customer_id
+                LEFT JOIN customers legacy
+                       ON legacy.customer_id = f.source_customer_id AND legacy.source_customer_id IS NULL
+                      AND legacy.origin_unknown AND legacy.phone_number = f.phone_number
                 """
             )
         )
         self._superseded(
             await self._rows(
                 """
-                SELECT s.row_number, f.row_number AS kept_row, s.customer_id, NULL::bigint AS loan_id
-                FROM ingest_customers s JOIN ingest_customers_final f USING (customer_id)
-                WHERE s.row_number <> f.row_number ORDER BY s.row_number
-                """
+                SELECT s.row_number, f.row_number AS kept_row, s.source_customer_id AS customer_id,
+                       NULL::bigint AS loan_id, count(*) OVER () AS total
+                FROM ingest_customers s JOIN ingest_customers_final f USING (source_customer_id)
+                WHERE s.row_number <> f.row_number
+                ORDER BY s.row_number LIMIT :limit
+                """,
+                limit=MAX_LISTED,
             )
         )
         await self._drop_phone_conflicts()
-        inserted, updated, kept = await self._one(
-            """
-            WITH written AS (
-                INSERT INTO customers AS c (customer_id, first_name, last_name, age, phone_number,
-                                            monthly_salary, approved_limit)
-                SELECT customer_id, first_name, last_name, age, phone_number, monthly_salary, approved_limit
-                FROM ingest_customers_final
-                ON CONFLICT (customer_id) DO UPDATE SET
-                    first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, age = EXCLUDED.age,
-                    phone_number = EXCLUDED.phone_number, monthly_salary = EXCLUDED.monthly_salary,
-                    approved_limit = EXCLUDED.approved_limit
-                -- A row the file repeats exactly is not rewritten: a second run changes nothing.
-                WHERE (c.first_name, c.last_name, c.age, c.phone_number, c.monthly_salary, c.approved_limit)
-                      IS DISTINCT FROM (EXCLUDED.first_name, EXCLUDED.last_name, EXCLUDED.age,
-                                        EXCLUDED.phone_number, EXCLUDED.monthly_salary,
-                                        EXCLUDED.approved_limit)
-                RETURNING xmax = 0 AS inserted
-            )
-            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
-                   (SELECT count(*) FROM ingest_customers_final)
-            FROM written
-            """
-        )
+        updated, existing, adopted = await self._update_existing()
+        inserted = await self._insert_new()
+        rekeyed, listed = await self._rekeyed()
         await advance_identity_sequences(self.conn)
         return self._report(
-            inserted=inserted, updated=updated, unchanged=kept - inserted - updated, rekeyed=0
+            inserted=inserted,
+            updated=updated,
+            unchanged=existing - updated,
+            rekeyed=rekeyed,
+            adopted=adopted,
+            rekeyed_customers=listed,
+            rekeyed_not_shown=rekeyed - len(listed),
         )
 
     async def _drop_phone_conflicts(self) -> None:
@@ -319,13 +378,14 @@ class CustomerLoader(_Loader):
             WITH held AS (
                 SELECT f.row_number, f.phone_number, c.customer_id AS holder, NULL::integer AS holder_row
                 FROM ingest_customers_final f
-                JOIN customers c ON c.phone_number = f.phone_number AND c.customer_id <> f.customer_id
+                JOIN customers c ON c.phone_number = f.phone_number
+                WHERE c.customer_id IS DISTINCT FROM f.target_customer_id
                 UNION ALL
                 SELECT row_number, phone_number, first_customer, first_row
                 FROM (
                     SELECT row_number, phone_number,
                            first_value(row_number) OVER w AS first_row,
-                           first_value(customer_id) OVER w AS first_customer
+                           first_value(source_customer_id) OVER w AS first_customer
                     FROM ingest_customers_final
                     WINDOW w AS (PARTITION BY phone_number ORDER BY row_number)
                 ) ranked
@@ -337,15 +397,100 @@ class CustomerLoader(_Loader):
             dropped AS (
                 DELETE FROM ingest_customers_final f USING conflicts c WHERE f.row_number = c.row_number
             )
-            SELECT * FROM conflicts ORDER BY row_number
-            """
+            SELECT *, count(*) OVER () AS total FROM conflicts ORDER BY row_number LIMIT :limit
+            """,
+            limit=max(self._room(), 1),  # one row at least, to read the total
         )
 
         def reason(r: Any) -> str:
             where = f"on row {r.holder_row}" if r.holder_row else "already in the database"
             return f"phone number {r.phone_number} belongs to customer {r.holder} ({where})"
 
-        self._reject(rows, "phone_number", reason)
+        self._reject(rows[: self._room()], "phone_number", reason, total=rows[0].total if rows else 0)
+
+    async def _update_existing(self) -> tuple[int, int, int]:
+        """Write the rows whose customer exists (only where values differ, or to adopt a customer of
+        unknown origin). Returns (updated, existing, adopted)."""
+        updated, existing, adopted = await self._one(
+            f"""
+            WITH targets AS (
+                SELECT f.*, ({_prefixed("c", _CUSTOMER_VALUES)}) IS DISTINCT FROM
+                            ({_prefixed("f", _CUSTOMER_VALUES)}) AS changed
+                FROM ingest_customers_final f JOIN customers c ON c.customer_id = f.target_customer_id
+            ),
+            written AS (
+                UPDATE customers c
+                SET ({_CUSTOMER_VALUES}, source_customer_id, origin_unknown)
+                    = ({_prefixed("t", _CUSTOMER_VALUES)}, t.source_customer_id, false)
+                FROM targets t
+                WHERE c.customer_id = t.target_customer_id AND (t.changed OR t.adopt)
+                RETURNING t.changed
+            )
+            SELECT (SELECT count(*) FROM written WHERE changed), (SELECT count(*) FROM targets),
+                   (SELECT count(*) FROM targets WHERE adopt)
+            """
+        )
+        return int(updated), int(existing), int(adopted)
+
+    async def _insert_new(self) -> int:
+        """New customers, in file order: under their Customer ID where it is free, else a fresh id."""
+        new = "FROM ingest_customers_final f WHERE target_customer_id IS NULL"
+        free = await self._one(
+            f"""
+            WITH written AS (
+                INSERT INTO customers (customer_id, source_customer_id, {_CUSTOMER_VALUES})
+                SELECT source_customer_id, source_customer_id, {_CUSTOMER_VALUES}
+                {new} ORDER BY row_number
+                -- Taken (by a registered customer, also one committing right now): re-keyed below.
+                ON CONFLICT (customer_id) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*) FROM written
+            """
+        )
+        fresh = await self.conn.execute(
+            text(
+                f"""
+                INSERT INTO customers (customer_id, source_customer_id, {_CUSTOMER_VALUES})
+                SELECT nextval(pg_get_serial_sequence('customers', 'customer_id')), source_customer_id,
+                       {_CUSTOMER_VALUES}
+                FROM (
+                    SELECT * {new}
+                      AND NOT EXISTS (
+                          SELECT 1 FROM customers c WHERE c.source_customer_id = f.source_customer_id
+                      )
+                    ORDER BY row_number
+                ) in_file_order
+                """
+            )
+        )
+        return int(free[0]) + int(fresh.rowcount)
+
+    async def _rekeyed(self) -> tuple[int, list[RekeyedCustomer]]:
+        """Customers of the file stored under another id than their Customer ID (now or by an earlier
+        import): how many, and the first MAX_LISTED in row order."""
+        rows = await self._rows(
+            """
+            SELECT f.row_number, f.source_customer_id, c.customer_id, h.customer_id AS holder,
+                   count(*) OVER () AS total
+            FROM ingest_customers_final f
+            JOIN customers c ON c.source_customer_id = f.source_customer_id
+            LEFT JOIN customers h ON h.customer_id = f.source_customer_id
+            WHERE c.customer_id <> c.source_customer_id
+            ORDER BY f.row_number LIMIT :limit
+            """,
+            limit=MAX_LISTED,
+        )
+        listed = [
+            RekeyedCustomer(
+                row=r.row_number,
+                workbook_customer_id=r.source_customer_id,
+                customer_id=r.customer_id,
+                held_by_customer_id=r.holder,
+            )
+            for r in rows
+        ]
+        return (rows[0].total if rows else 0), listed
 
 
 _LOAN_VALUES = (
@@ -464,15 +609,37 @@ class LoanLoader(_Loader):
         await self.conn.execute(text("TRUNCATE ingest_batch"))
 
     async def _drop_unknown_customers(self) -> None:
+        """Map each row's workbook Customer ID to the customer an import created under it; a row whose
+        Customer ID no import created is skipped (loans never attach to a customer registered through the
+        API, whatever its id)."""
         rows = await self._rows(
             """
-            DELETE FROM ingest_batch b
-            -- A scalar subquery: one index probe per row (NOT EXISTS may hash the whole table per batch).
-            WHERE (SELECT 1 FROM customers c WHERE c.customer_id = b.customer_id) IS NULL
-            RETURNING row_number, customer_id
-            """
+            WITH gone AS (
+                DELETE FROM ingest_batch b
+                -- A scalar subquery: one index probe per row (NOT EXISTS may hash the whole table).
+                WHERE (SELECT 1 FROM customers c WHERE c.source_customer_id = b.customer_id) IS NULL
+                RETURNING row_number, customer_id
+            )
+            SELECT *, (SELECT count(*) FROM gone) AS total FROM gone ORDER BY row_number LIMIT :limit
+            """,
+            limit=max(self._room(), 1),  # one row at least, to read the total
         )
-        self._reject(sorted(rows), "customer_id", lambda r: f"unknown customer {r.customer_id}")
+        self._reject(
+            rows[: self._room()],
+            "customer_id",
+            lambda r: f"unknown customer {r.customer_id}",
+            total=rows[0].total if rows else 0,
+        )
+        # Only re-keyed customers are stored under another id: the partial index holds just those.
+        await self.conn.execute(
+            text(
+                """
+                UPDATE ingest_batch b SET customer_id = c.customer_id
+                FROM customers c
+                WHERE c.source_customer_id = b.customer_id AND c.customer_id <> c.source_customer_id
+                """
+            )
+        )
 
     async def finish(self) -> FileReport:
         """Settle the rows set aside: the last row of each key wins; a key already in the table is updated
@@ -515,7 +682,9 @@ class LoanLoader(_Loader):
         self._superseded(
             await self._rows(
                 """
-                SELECT row_number, kept_row, customer_id, source_loan_id AS loan_id FROM (
+                SELECT row_number, kept_row, customer_id, source_loan_id AS loan_id,
+                       count(*) OVER () AS total
+                FROM (
                     SELECT r.*, lead(r.row_number) OVER (PARTITION BY r.customer_id, r.source_loan_id
                                                         ORDER BY r.row_number) AS kept_row
                     FROM ingest_rows r
@@ -523,8 +692,9 @@ class LoanLoader(_Loader):
                           IN (SELECT customer_id, source_loan_id FROM ingest_final)
                 ) keyed
                 WHERE kept_row IS NOT NULL
-                ORDER BY row_number
-                """
+                ORDER BY row_number LIMIT :limit
+                """,
+                limit=MAX_LISTED,
             )
         )
 
@@ -534,10 +704,10 @@ class LoanLoader(_Loader):
         updated, preexisting = await self._one(
             f"""
             WITH changed AS (
-                UPDATE loans t SET ({_LOAN_VALUES}) = ({_prefixed("f")})
+                UPDATE loans t SET ({_LOAN_VALUES}) = ({_prefixed("f", _LOAN_VALUES)})
                 FROM ingest_final f
                 WHERE t.loan_id = f.target_loan_id
-                  AND ({_prefixed("t")}) IS DISTINCT FROM ({_prefixed("f")})
+                  AND ({_prefixed("t", _LOAN_VALUES)}) IS DISTINCT FROM ({_prefixed("f", _LOAN_VALUES)})
                 RETURNING f.from_this_file
             )
             SELECT (SELECT count(*) FROM changed WHERE NOT from_this_file),
@@ -565,25 +735,22 @@ class LoanLoader(_Loader):
 
     async def _rekeyed(self) -> tuple[int, list[RekeyedLoan]]:
         """How many loans of the file are stored under another id than their Loan ID (those just given a
-        fresh one, and those an earlier load did), and the first MAX_LISTED_REKEYED of them, in row order.
+        fresh one, and those an earlier load did), and the first MAX_LISTED of them, in row order.
         Only keys set aside can be: a loan the batch insert placed has loan_id = its Loan ID."""
-        rekeyed = """
+        rows = await self._rows(
+            """
+            SELECT f.row_number, f.customer_id, f.source_loan_id, t.loan_id,
+                   (SELECT h.customer_id FROM loans h WHERE h.loan_id = f.source_loan_id) AS holder,
+                   count(*) OVER () AS total
             FROM ingest_final f
             JOIN loans t USING (customer_id, source_loan_id)
             WHERE t.loan_id <> t.source_loan_id
-        """
-        count = (await self._one(f"SELECT count(*) {rekeyed}"))[0]
-        rows = await self._rows(
-            f"""
-            SELECT f.row_number, f.customer_id, f.source_loan_id, t.loan_id,
-                   (SELECT h.customer_id FROM loans h WHERE h.loan_id = f.source_loan_id) AS holder
-            {rekeyed}
             ORDER BY f.row_number
             LIMIT :limit
             """,
-            limit=MAX_LISTED_REKEYED,
+            limit=MAX_LISTED,
         )
-        return int(count), [
+        listed = [
             RekeyedLoan(
                 row=r.row_number,
                 customer_id=r.customer_id,
@@ -593,7 +760,4 @@ class LoanLoader(_Loader):
             )
             for r in rows
         ]
-
-
-def _prefixed(alias: str) -> str:
-    return ", ".join(f"{alias}.{column}" for column in _LOAN_VALUES.split(", "))
+        return (rows[0].total if rows else 0), listed

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import CreditProfile
 from app.db import ReadsWith, Statement, as_reader
+from app.import_locks import IMPORT_RUNNING_KEY
 from app.models import Customer, Loan
 
 # Months elapsed exactly as the policy counts them (PostgreSQL age(): whole calendar months).
@@ -66,23 +67,42 @@ async def credit_profile(db: ReadsWith, customer_id: int, today: dt.date) -> Cre
 
 # Built once, on the tables (Core, not ORM entities): create-loan then skips per-request statement
 # construction and the ORM's DML machinery; the SQL sent is the same.
-_LOANS, _CUSTOMERS = cast(Table, Loan.__table__), cast(Table, Customer.__table__)
-_LOCK_CUSTOMER = (
-    select(_CUSTOMERS.c.customer_id)
-    .where(_CUSTOMERS.c.customer_id == bindparam("customer_id"))
-    .with_for_update()
-)
+_LOANS = cast(Table, Loan.__table__)
+# One round trip: is an import that can change this customer's history running, and if not, the row lock.
+# The import check comes first and takes no row lock: while an import runs, its loans hold a key-share
+# lock on every customer they reference until it commits, and FOR UPDATE would wait there until
+# lock_timeout. A customer an import can touch (it created them, or nobody can tell: see migration 0003)
+# tries the import lock, shared and never waiting; held until this transaction ends, it keeps imports
+# from starting meanwhile. Only when clear is the row locked (OFFSET 0 keeps the planner from merging
+# the two levels, which would evaluate the try-lock again).
+_LOCK_CUSTOMER = text(f"""
+SELECT g.clear,
+       (SELECT c.customer_id FROM customers c WHERE c.customer_id = g.customer_id AND g.clear FOR UPDATE)
+           IS NOT NULL AS locked
+FROM (
+    SELECT customer_id,
+           CASE WHEN source_customer_id IS NOT NULL OR origin_unknown
+                THEN pg_try_advisory_xact_lock_shared({IMPORT_RUNNING_KEY}) ELSE true END AS clear
+    FROM customers WHERE customer_id = :customer_id
+    OFFSET 0
+) g
+""")
 _INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.loan_id)
 
 
-async def lock_customer(session: AsyncSession, customer_id: int) -> bool:
-    """Lock the customer's row until the transaction ends; False when there is no such customer.
+async def lock_customer(session: AsyncSession, customer_id: int) -> bool | None:
+    """Lock the customer's row until the transaction ends. None when there is no such customer; False,
+    at once and with no lock, while an import that can change their history runs.
 
     A separate statement on purpose: under READ COMMITTED the next statement takes a fresh snapshot,
     so the loans read after the lock include any loan a concurrent request committed while we waited.
     """
-    result = await session.execute(_LOCK_CUSTOMER, {"customer_id": customer_id})
-    return result.first() is not None
+    row = (await session.execute(_LOCK_CUSTOMER, {"customer_id": customer_id})).first()
+    if row is None:
+        return None
+    if not row.clear:
+        return False
+    return True if row.locked else None  # None: deleted while we waited for the lock
 
 
 async def insert_loan(

@@ -16,7 +16,7 @@ from app.loans.schemas import (
     LoanStatus,
     LoanSummaryOut,
 )
-from app.responses import problem_responses
+from app.responses import import_aware_503, problem_responses
 from app.retry import TransactionRetryRoute
 from app.schemas import MAX_ID
 
@@ -48,7 +48,9 @@ async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep)
     summary="Create a loan",
     status_code=status.HTTP_201_CREATED,
     description="Decides exactly as check-eligibility does and, when approved, stores the loan at the "
-    "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason.",
+    "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason. "
+    "While a workbook import runs, a customer the import can change (one it created) gets 503 "
+    "`import-in-progress` with `Retry-After`: the decision waits for the imported history.",
     response_model=CreateLoanOut,
     response_description="Approved: the loan was stored.",
     responses={
@@ -59,7 +61,8 @@ async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep)
             "content": {"application/json": {"example": REJECTED_LOAN_EXAMPLE}},
             "headers": REPLAYED_HEADER_DOC,
         },
-        **problem_responses(404, 409, 422, 503),
+        **problem_responses(404, 409, 422),
+        **import_aware_503(),
     },
 )
 @router.post(

@@ -10,7 +10,7 @@ from app import metrics
 from app.credit import policy
 from app.credit.policy import CreditProfile, Decision, LoanRequest
 from app.db import Reader
-from app.errors import NotFound
+from app.errors import ImportInProgress, NotFound
 from app.loans import queries
 from app.loans.schemas import (
     CreateLoanOut,
@@ -64,8 +64,16 @@ async def check_eligibility(db: Reader, data: LoanRequestIn, today: dt.date) -> 
 async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> CreateLoanOut:
     # Serialise decisions per customer: the row lock is held until the request's transaction ends,
     # so concurrent requests for one customer decide one after another on fresh data.
-    if not await queries.lock_customer(session, data.customer_id):
+    locked = await queries.lock_customer(session, data.customer_id)
+    if locked is None:
         raise _customer_not_found(data.customer_id)
+    if not locked:
+        # The import may be about to commit history for this customer: deciding now could approve a
+        # loan that the limit or the EMI rule would refuse once it lands.
+        raise ImportInProgress(
+            f"An import that may change customer {data.customer_id}'s credit history is running; "
+            "retry once it has finished.",
+        )
     profile: CreditProfile | None = await queries.credit_profile(session, data.customer_id, today)
     assert profile is not None  # the row is locked: it cannot have disappeared
     decision = policy.decide(profile, _policy_request(data))

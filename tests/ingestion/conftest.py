@@ -193,9 +193,12 @@ class Ingest:
     async def enqueue(self, customers: Path, loans: Path, *, force: bool = False) -> tuple[str, bool]:
         job_id = self.job_id(customers, loans)
         queue = self.settings.arq_queue_name
-        return job_id, await enqueue_ingestion(
+        enqueued = await enqueue_ingestion(
             self.redis, job_id, customers, loans, queue_name=queue, force=force
         )
+        if enqueued.job_id != job_id:
+            self.job_ids.append(enqueued.job_id)
+        return enqueued.job_id, enqueued.created
 
     async def state(self, job_id: str) -> JobState | None:
         return await get_job_state(self.redis, job_id, self.settings.arq_queue_name)
@@ -226,7 +229,14 @@ async def dump(engine: AsyncEngine) -> dict[str, Any]:
     the same values), and where both identity sequences stand."""
     sequence = "pg_sequence_last_value(pg_get_serial_sequence('{}', '{}')::regclass)"
     async with engine.connect() as conn:
-        customers = await conn.execute(text("SELECT xmin::text, * FROM customers ORDER BY customer_id"))
+        # created_at last, whatever the column order migrations left: callers may drop (xmin, created_at).
+        customers = await conn.execute(
+            text(
+                "SELECT xmin::text, customer_id, source_customer_id, origin_unknown, first_name, last_name,"
+                " age, phone_number, monthly_salary, approved_limit, created_at"
+                " FROM customers ORDER BY customer_id"
+            )
+        )
         loans = await conn.execute(text("SELECT xmin::text, * FROM loans ORDER BY loan_id"))
         sequences = await conn.execute(
             text(

@@ -31,6 +31,7 @@ from tests.ingestion.conftest import (
     loan,
     require_real_workbooks,
     rows,
+    run_worker,
     scalar,
     write_xlsx,
 )
@@ -287,7 +288,7 @@ async def test_loan_ids_held_by_existing_rows_or_earlier_rows_are_rekeyed(
     ingest: Ingest, db: AsyncEngine, tmp_path: Path
 ) -> None:
     async with db.begin() as conn:  # a customer and a loan made through the API: identity ids, no source
-        await conn.execute(text(f"INSERT INTO customers VALUES ({', '.join(_sql(customer(50)))}, now())"))
+        await conn.execute(insert_customer(customer(50)))
         await conn.execute(
             text(
                 "INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,"
@@ -326,11 +327,20 @@ def _sql(values: list[object]) -> list[str]:
     return ["NULL" if v is None else f"'{v}'" if isinstance(v, str) else str(v) for v in values]
 
 
+def insert_customer(values: list[object], *, source_customer_id: int | None = None) -> Any:
+    """INSERT for a `customer(...)` row: as registered through the API (no source id), or as imported."""
+    columns = "customer_id, first_name, last_name, age, phone_number, monthly_salary, approved_limit"
+    source = "NULL" if source_customer_id is None else str(source_customer_id)
+    return text(
+        f"INSERT INTO customers ({columns}, source_customer_id) VALUES ({', '.join(_sql(values))}, {source})"
+    )
+
+
 async def test_phone_numbers_stay_unique_rows_that_would_break_it_are_skipped(
     ingest: Ingest, db: AsyncEngine, tmp_path: Path
 ) -> None:
     async with db.begin() as conn:
-        await conn.execute(text(f"INSERT INTO customers VALUES ({', '.join(_sql(customer(50)))}, now())"))
+        await conn.execute(insert_customer(customer(50)))
     customers = write_xlsx(
         tmp_path / "c.xlsx",
         CUSTOMER_HEADERS,
@@ -493,7 +503,7 @@ async def test_a_huge_rekeyed_list_is_capped_and_counted(
 ) -> None:
     from app.ingestion import loader
 
-    monkeypatch.setattr(loader, "MAX_LISTED_REKEYED", 3)
+    monkeypatch.setattr(loader, "MAX_LISTED", 3)
     customers = write_xlsx(tmp_path / "c.xlsx", CUSTOMER_HEADERS, [customer(1), customer(2)])
     loans = write_xlsx(
         tmp_path / "l.xlsx",
@@ -531,7 +541,7 @@ async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
     from app.ingestion.reader import LOANS, SheetReader, batch_meta, rows_to_csv
 
     async with db.begin() as conn:
-        await conn.execute(text(f"INSERT INTO customers VALUES ({', '.join(_sql(customer(1)))}, now())"))
+        await conn.execute(insert_customer(customer(1), source_customer_id=1))
     path = write_xlsx(tmp_path / "l.xlsx", LOAN_HEADERS, [loan(1, i) for i in range(1, 8)] + [loan(1, 3)])
     with SheetReader(path, LOANS) as reader:
         batches = list(reader.batches(3))
@@ -559,3 +569,54 @@ async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
     assert (report.inserted, report.duplicates, report.rows_read) == (7, 1, 8)
     assert [(d.row, d.kept_row) for d in report.duplicate_rows] == [(4, 9)]
     assert await scalar(db, "SELECT count(*) FROM loans") == 7
+
+
+async def test_force_starts_a_new_run_whatever_the_earlier_one_is_doing(
+    ingest: Ingest, db: AsyncEngine, tmp_path: Path
+) -> None:
+    customers = write_xlsx(tmp_path / "c.xlsx", CUSTOMER_HEADERS, [customer(1)])
+    loans = write_xlsx(tmp_path / "l.xlsx", LOAN_HEADERS, [loan(1, 7)])
+    first, created = await ingest.enqueue(customers, loans)
+    assert created
+    # Queued (no worker yet): a plain enqueue is a no-op, --force starts another run beside it.
+    assert await ingest.enqueue(customers, loans) == (first, False)
+    from app.ingestion.jobs import enqueue_ingestion
+
+    forced = await enqueue_ingestion(
+        ingest.redis, first, customers, loans, queue_name=ingest.settings.arq_queue_name, force=True
+    )
+    ingest.job_ids.append(forced.job_id)
+    assert forced.created and forced.job_id.startswith(first + "-")
+    assert f"the earlier run {first} is still queued" in forced.note and forced.job_id in forced.note
+    await run_worker(ingest.settings)
+    states = [await ingest.state(job_id) for job_id in (first, forced.job_id)]
+    assert [s.status for s in states if s is not None] == ["complete", "complete"]
+    assert await scalar(db, "SELECT count(*) FROM loans") == 1  # two runs, one load
+    # Finished: --force reruns it under its own id.
+    again = await enqueue_ingestion(
+        ingest.redis, first, customers, loans, queue_name=ingest.settings.arq_queue_name, force=True
+    )
+    assert (again.job_id, again.created) == (first, True) and "had finished" in again.note
+
+
+def test_the_cli_says_exactly_where_unlisted_rows_are(capsys: pytest.CaptureFixture[str]) -> None:
+    from app import cli
+    from app.ingestion.loader import DuplicateRow, FileReport
+
+    report = FileReport(
+        file="customers", path="c.xlsx", sheet="Sheet1", rows_read=300, inserted=1, updated=0,
+        unchanged=0, skipped=0, duplicates=250, rekeyed=0, seconds=1.0,
+        duplicate_rows=[DuplicateRow(row=r, kept_row=300, customer_id=1) for r in range(2, 102)],
+        duplicates_not_shown=150,
+    )  # fmt: skip
+    moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    cli._print_report(
+        cli.IngestionReport(
+            job_id="j", status="complete", customers_path="c", loans_path="l",
+            started_at=moment, finished_at=moment, seconds=1.0, files=[report],
+        )
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "250 rows superseded" in printed
+    assert "... and 80 more listed by `credit-approval job ID --json`" in printed  # 100 listed, 20 shown
+    assert "... and 150 more counted, not listed" in printed

@@ -38,8 +38,7 @@ from app.config import Settings
 from app.db import create_engine
 from app.import_locks import IMPORT_RUNNING_KEY
 from app.ingestion.loader import BatchInfo, CustomerLoader, FileKind, FileReport, LoanLoader
-from app.ingestion.reader import SheetHeader, WorkbookError, read_frame
-from app.ingestion.reader import _peak_rss_kb as peak_rss_kb
+from app.ingestion.reader import SheetHeader, WorkbookError, peak_rss_kb, read_frame
 
 JOB_FUNCTION = "ingest_workbooks"
 RESULT_TTL_S = 24 * 3600

@@ -874,7 +874,7 @@ def stream_workbooks(
         for kind, reader in readers:
             for batch in reader.batches(batch_rows):
                 write_frame(out, batch_meta(kind, batch), rows_to_csv(batch.rows))
-            write_frame(out, {"type": "end", "file": kind, "peak_rss_kb": _peak_rss_kb()})
+            write_frame(out, {"type": "end", "file": kind, "peak_rss_kb": peak_rss_kb()})
     except WorkbookError as exc:
         write_frame(out, error_meta(str(exc)))
     except MemoryError:
@@ -893,10 +893,10 @@ def stream_workbooks(
 
 
 def error_meta(message: str) -> dict[str, Any]:
-    return {"type": "error", "message": message, "peak_rss_kb": _peak_rss_kb()}
+    return {"type": "error", "message": message, "peak_rss_kb": peak_rss_kb()}
 
 
-def _peak_rss_kb() -> int:
+def peak_rss_kb() -> int:
     """This process's peak RSS. VmHWM where there is /proc: ru_maxrss of a forked-then-exec'd child
     starts at its parent's peak, which says nothing about the child."""
     try:

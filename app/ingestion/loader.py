@@ -142,6 +142,11 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
+def _total(rows: list[Any]) -> int:
+    """The count a listing query carries on each row (`count(*) OVER ()`): all the rows, listed or not."""
+    return int(rows[0].total) if rows else 0
+
+
 async def advance_identity_sequences(conn: Executor) -> None:
     """Move the customers and loans identity sequences past the largest id in their table.
 
@@ -247,7 +252,7 @@ class _Loader:
 
     def _superseded(self, rows: list[Any]) -> None:
         """`rows`: the first MAX_LISTED superseded rows, each carrying the `total` counted in SQL."""
-        self.duplicates += rows[0].total if rows else 0
+        self.duplicates += _total(rows)
         room = max(MAX_LISTED - len(self.duplicate_rows), 0)
         self.duplicate_rows.extend(
             DuplicateRow(row=r.row_number, kept_row=r.kept_row, customer_id=r.customer_id, loan_id=r.loan_id)
@@ -406,7 +411,7 @@ class CustomerLoader(_Loader):
             where = f"on row {r.holder_row}" if r.holder_row else "already in the database"
             return f"phone number {r.phone_number} belongs to customer {r.holder} ({where})"
 
-        self._reject(rows[: self._room()], "phone_number", reason, total=rows[0].total if rows else 0)
+        self._reject(rows[: self._room()], "phone_number", reason, total=_total(rows))
 
     async def _update_existing(self) -> tuple[int, int, int]:
         """Write the rows whose customer exists (only where values differ, or to adopt a customer of
@@ -490,7 +495,7 @@ class CustomerLoader(_Loader):
             )
             for r in rows
         ]
-        return (rows[0].total if rows else 0), listed
+        return _total(rows), listed
 
 
 _LOAN_VALUES = (
@@ -628,7 +633,7 @@ class LoanLoader(_Loader):
             rows[: self._room()],
             "customer_id",
             lambda r: f"unknown customer {r.customer_id}",
-            total=rows[0].total if rows else 0,
+            total=_total(rows),
         )
         # Only re-keyed customers are stored under another id: the partial index holds just those.
         await self.conn.execute(
@@ -760,4 +765,4 @@ class LoanLoader(_Loader):
             )
             for r in rows
         ]
-        return (rows[0].total if rows else 0), listed
+        return _total(rows), listed

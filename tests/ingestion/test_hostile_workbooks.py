@@ -476,3 +476,17 @@ async def test_bad_cells_are_row_errors_in_the_job_and_good_rows_load(
     assert (files["loans"].inserted, files["loans"].skipped) == (1, 1)
     phones = await query_rows(db, "SELECT customer_id, phone_number FROM customers ORDER BY customer_id")
     assert [tuple(row) for row in phones] == [(1, 9_876_543_210), (2, 9_876_543_211)]
+
+
+def test_the_settings_defaults_are_the_readers_defaults() -> None:
+    """One set of bounds: the job passes its settings to the reader, whose own defaults must agree (config
+    keeps literals so the API process never imports openpyxl)."""
+    from app.ingestion import workbook_limits
+
+    defaults = Settings.model_fields
+    assert defaults["ingestion_max_part_mb"].default == workbook_limits.DEFAULT_MAX_PART_MB
+    assert (
+        defaults["ingestion_max_shared_strings_mb"].default == workbook_limits.DEFAULT_MAX_SHARED_STRINGS_MB
+    )
+    assert defaults["ingestion_max_shared_strings"].default == workbook_limits.DEFAULT_MAX_SHARED_STRINGS
+    assert defaults["ingestion_reader_memory_mb"].default == workbook_limits.DEFAULT_READER_MEMORY_MB

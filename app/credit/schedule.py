@@ -1,0 +1,225 @@
+"""Loan servicing arithmetic: repayment schedules and the effect of one payment. Pure: no I/O, no clock.
+
+Money is Decimal, rounded half-up to the cent where a figure is stored or shown (each installment's
+interest, the EMI), never in between. The rules (issue #11):
+
+- Monthly rate r = interest_rate / 12 / 100. Installment k (1..tenure) is due on add_months(start, k).
+- Each installment: interest = round_half_up(opening balance x r); principal = amount - interest;
+  closing = opening - principal.
+- The last installment (number = tenure) takes the residue: its principal is the whole remaining balance
+  and its amount that plus its interest, so a loan's principal parts add up to its amount exactly.
+- Rounding never takes a balance below zero: an installment whose principal would reach or exceed the
+  balance takes only the balance (amount = balance + interest) and the schedule ends there early.
+- An EMI below an installment's interest (possible only for an imported loan whose workbook payment
+  does not match its terms) repays no principal that month: the amount is the interest alone.
+- A payment settles exactly one installment, the next unpaid one: interest first, the rest principal.
+  Less than the interest, or more than the payoff (balance + interest), is refused with the figure; the
+  last installment takes only the exact payoff. Paying the EMI in force keeps it; any other amount
+  re-prices the EMI over the installments that remain, with the same formula as create-loan. The tenure
+  and the due dates never move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from enum import StrEnum
+
+from app.credit.policy import CENT, add_months, installment
+
+_RATE_PRECISION = 50  # digits: r = rate / 1200 exactly enough that only the final rounding matters
+ZERO = Decimal("0.00")
+
+
+def monthly_interest(balance: Decimal, annual_rate: Decimal) -> Decimal:
+    """round_half_up(balance x annual_rate / 12 / 100), to the cent."""
+    with localcontext(prec=_RATE_PRECISION):
+        return (balance * annual_rate / 1200).quantize(CENT, ROUND_HALF_UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Installment:
+    number: int
+    due_date: date
+    amount: Decimal
+    principal: Decimal
+    interest: Decimal
+    balance_after: Decimal
+
+
+def project(
+    balance: Decimal,
+    annual_rate: Decimal,
+    emi: Decimal,
+    *,
+    start_date: date,
+    tenure: int,
+    first: int = 1,
+) -> list[Installment]:
+    """The installments `first`..tenure that repay `balance` with `emi`, ending early where rounding
+    would overshoot; empty when nothing is owed."""
+    rows: list[Installment] = []
+    for number in range(first, tenure + 1):
+        if balance <= 0:
+            break
+        interest = monthly_interest(balance, annual_rate)
+        principal = max(emi - interest, ZERO)
+        if number == tenure or principal >= balance:
+            principal = balance
+        balance -= principal
+        rows.append(
+            Installment(
+                number=number,
+                due_date=add_months(start_date, number),
+                amount=principal + interest,
+                principal=principal,
+                interest=interest,
+                balance_after=balance,
+            )
+        )
+    return rows
+
+
+def schedule(loan_amount: Decimal, annual_rate: Decimal, tenure: int, start_date: date) -> list[Installment]:
+    """A new loan's schedule with the EMI create-loan quotes for it."""
+    emi = installment(loan_amount, annual_rate, tenure)
+    return project(loan_amount, annual_rate, emi, start_date=start_date, tenure=tenure)
+
+
+@dataclass(frozen=True, slots=True)
+class LoanState:
+    """What servicing needs to know about a loan."""
+
+    loan_amount: Decimal
+    annual_rate: Decimal
+    tenure: int
+    start_date: date
+    outstanding: Decimal  # principal still owed
+    installments_paid: int
+    monthly_installment: Decimal  # the EMI in force
+
+    @property
+    def paid_off(self) -> bool:
+        return self.outstanding <= 0
+
+    @property
+    def next_number(self) -> int:
+        return self.installments_paid + 1
+
+    @property
+    def next_due_date(self) -> date:
+        return add_months(self.start_date, self.next_number)
+
+    def remaining(self) -> list[Installment]:
+        """The unpaid part of the schedule, projected with the EMI in force."""
+        return project(
+            self.outstanding,
+            self.annual_rate,
+            self.monthly_installment,
+            start_date=self.start_date,
+            tenure=self.tenure,
+            first=self.next_number,
+        )
+
+    @property
+    def next_interest(self) -> Decimal:
+        return monthly_interest(self.outstanding, self.annual_rate)
+
+    @property
+    def payoff(self) -> Decimal:
+        """What pays the loan off now: the outstanding principal and the next installment's interest."""
+        return ZERO if self.paid_off else self.outstanding + self.next_interest
+
+
+class Refusal(StrEnum):
+    PAID_OFF = "paid_off"
+    BELOW_INTEREST = "below_interest"  # amount: the minimum (the installment's interest)
+    ABOVE_PAYOFF = "above_payoff"  # amount: the payoff
+    FINAL_NEEDS_PAYOFF = "final_needs_payoff"  # amount: the payoff, the only amount the last one takes
+
+
+class PaymentRefused(ValueError):
+    def __init__(self, refusal: Refusal, amount: Decimal) -> None:
+        super().__init__(f"{refusal.value}: {amount}")
+        self.refusal = refusal
+        self.amount = amount
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    installment_number: int
+    amount: Decimal
+    interest: Decimal
+    principal: Decimal
+    on_time: bool
+    outstanding_after: Decimal
+    monthly_installment_after: Decimal
+    after: LoanState
+
+
+def apply_payment(state: LoanState, amount: Decimal, paid_on: date) -> Payment:
+    """Settle the next unpaid installment with `amount` paid on `paid_on`; PaymentRefused if it cannot."""
+    if state.paid_off:
+        raise PaymentRefused(Refusal.PAID_OFF, ZERO)
+    number = state.next_number
+    interest = state.next_interest
+    payoff = state.outstanding + interest
+    if number >= state.tenure and amount != payoff:
+        raise PaymentRefused(Refusal.FINAL_NEEDS_PAYOFF, payoff)
+    if amount < interest:
+        raise PaymentRefused(Refusal.BELOW_INTEREST, interest)
+    if amount > payoff:
+        raise PaymentRefused(Refusal.ABOVE_PAYOFF, payoff)
+    principal = amount - interest
+    outstanding = state.outstanding - principal
+    if outstanding == 0 or amount == state.monthly_installment:
+        emi = state.monthly_installment
+    else:
+        emi = installment(outstanding, state.annual_rate, state.tenure - number)
+    due = min(state.monthly_installment, payoff)
+    on_time = paid_on <= add_months(state.start_date, number) and amount >= due
+    after = LoanState(
+        loan_amount=state.loan_amount,
+        annual_rate=state.annual_rate,
+        tenure=state.tenure,
+        start_date=state.start_date,
+        outstanding=outstanding,
+        installments_paid=number,
+        monthly_installment=emi,
+    )
+    return Payment(
+        installment_number=number,
+        amount=amount,
+        interest=interest,
+        principal=principal,
+        on_time=on_time,
+        outstanding_after=outstanding,
+        monthly_installment_after=emi,
+        after=after,
+    )
+
+
+def imported_state(
+    loan_amount: Decimal,
+    annual_rate: Decimal,
+    tenure: int,
+    start_date: date,
+    monthly_installment: Decimal,
+    emis_paid_on_time: int,
+) -> tuple[LoanState, Decimal]:
+    """An imported loan's servicing state and amount paid: its first `emis_paid_on_time` installments
+    paid, amortised with the formula's EMI for its terms (not the workbook's stated payment, which often
+    does not match them); the workbook's payment stays the EMI in force from the next installment."""
+    paid = schedule(loan_amount, annual_rate, tenure, start_date)[:emis_paid_on_time]
+    outstanding = paid[-1].balance_after if paid else loan_amount
+    state = LoanState(
+        loan_amount=loan_amount,
+        annual_rate=annual_rate,
+        tenure=tenure,
+        start_date=start_date,
+        outstanding=outstanding,
+        installments_paid=len(paid),
+        monthly_installment=monthly_installment,
+    )
+    return state, sum((row.amount for row in paid), ZERO)

@@ -21,7 +21,7 @@ interest, the EMI), never in between. The rules (issue #11):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
@@ -153,9 +153,15 @@ class Payment:
     interest: Decimal
     principal: Decimal
     on_time: bool
-    outstanding_after: Decimal
-    monthly_installment_after: Decimal
-    after: LoanState
+    after: LoanState  # the loan once this payment is applied
+
+    @property
+    def outstanding_after(self) -> Decimal:
+        return self.after.outstanding
+
+    @property
+    def monthly_installment_after(self) -> Decimal:
+        return self.after.monthly_installment
 
 
 def apply_payment(state: LoanState, amount: Decimal, paid_on: date) -> Payment:
@@ -179,24 +185,13 @@ def apply_payment(state: LoanState, amount: Decimal, paid_on: date) -> Payment:
         emi = installment(outstanding, state.annual_rate, state.tenure - number)
     due = min(state.monthly_installment, payoff)
     on_time = paid_on <= add_months(state.start_date, number) and amount >= due
-    after = LoanState(
-        loan_amount=state.loan_amount,
-        annual_rate=state.annual_rate,
-        tenure=state.tenure,
-        start_date=state.start_date,
-        outstanding=outstanding,
-        installments_paid=number,
-        monthly_installment=emi,
-    )
     return Payment(
         installment_number=number,
         amount=amount,
         interest=interest,
         principal=principal,
         on_time=on_time,
-        outstanding_after=outstanding,
-        monthly_installment_after=emi,
-        after=after,
+        after=replace(state, outstanding=outstanding, installments_paid=number, monthly_installment=emi),
     )
 
 

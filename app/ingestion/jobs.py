@@ -288,11 +288,16 @@ async def _keep_lease(redis: Redis, job_id: str, lease_s: int) -> None:
 
 
 async def _bounded(frames: AsyncIterator[_T], seconds: float, kind: FileKind) -> AsyncIterator[_T]:
-    """`frames`, failing the job when the reader sends nothing for `seconds` (the watchdog)."""
+    """`frames`, failing the job when the reader sends nothing for `seconds` (the watchdog).
+
+    asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
+    awaited frame does, and the loans task, cancelled because the customers file failed, would read on.
+    """
     iterator = aiter(frames)
     while True:
         try:
-            item = await asyncio.wait_for(anext(iterator), seconds)
+            async with asyncio.timeout(seconds):
+                item = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:
@@ -368,7 +373,8 @@ async def _ingest(
             headers = {}
             for kind, reader in readers.items():
                 try:
-                    headers[kind] = await asyncio.wait_for(reader.header(), stall)
+                    async with asyncio.timeout(stall):
+                        headers[kind] = await reader.header()
                 except TimeoutError:
                     raise _stalled(kind, stall) from None
             customers_loaded = asyncio.Event()
@@ -397,9 +403,13 @@ async def _ingest(
                 reports.append(await loans)
                 held_s = time.perf_counter() - locked_at
             finally:
-                if not loans.done():  # the customers file failed: the loans transaction rolls back
+                # The customers file failed: stop the loans task (its transaction rolls back). Again until
+                # it is done: a cancellation can be absorbed on the way (a library catching it), and the
+                # task would then wait for customers that never commit.
+                while not loans.done():
                     loans.cancel()
-                    await asyncio.gather(loans, return_exceptions=True)
+                    await asyncio.wait({loans}, timeout=1)
+                await asyncio.gather(loans, return_exceptions=True)
     except (WorkbookError, IngestionFailed) as exc:
         await _store(redis, job_id, report("failed", str(exc)))
         raise IngestionFailed(str(exc)) from None

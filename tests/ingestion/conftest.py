@@ -8,6 +8,7 @@ WorkerSettings, against the real Redis and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import uuid
@@ -163,10 +164,15 @@ def make_worker(settings: Settings, **overrides: Any) -> Worker:
     return Worker(**options)
 
 
+WORKER_BOUND_S = 300
+"""A burst worker that has not emptied its queue by then is hung: fail the test instead of the CI run."""
+
+
 async def run_worker(settings: Settings, **overrides: Any) -> Worker:
     worker = make_worker(settings, **overrides)
     try:
-        await worker.main()
+        async with asyncio.timeout(WORKER_BOUND_S):
+            await worker.main()
     finally:
         await worker.close()
     return worker

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,28 +287,30 @@ async def _keep_lease(redis: Redis, job_id: str, lease_s: int) -> None:
         await asyncio.sleep(lease_s / 3)
 
 
-async def _bounded(frames: AsyncIterator[_T], seconds: float, kind: FileKind) -> AsyncIterator[_T]:
-    """`frames`, failing the job when the reader sends nothing for `seconds` (the watchdog).
+async def _watched(awaitable: Awaitable[_T], seconds: float, kind: FileKind) -> _T:
+    """`awaitable`, failing the job when the reader sends nothing for `seconds` (the watchdog).
 
     asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives as the
     awaited frame does, and the loans task, cancelled because the customers file failed, would read on.
     """
+    try:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    except TimeoutError:
+        raise IngestionFailed(
+            f"the {kind} workbook reader sent nothing for {seconds:g} s and was stopped (watchdog)"
+        ) from None
+
+
+async def _bounded(frames: AsyncIterator[_T], seconds: float, kind: FileKind) -> AsyncIterator[_T]:
+    """`frames`, each under the watchdog."""
     iterator = aiter(frames)
     while True:
         try:
-            async with asyncio.timeout(seconds):
-                item = await anext(iterator)
+            item = await _watched(anext(iterator), seconds, kind)
         except StopAsyncIteration:
             return
-        except TimeoutError:
-            raise _stalled(kind, seconds) from None
         yield item
-
-
-def _stalled(kind: FileKind, seconds: float) -> IngestionFailed:
-    return IngestionFailed(
-        f"the {kind} workbook reader sent nothing for {seconds:g} s and was stopped (watchdog)"
-    )
 
 
 async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path: str) -> dict[str, Any]:
@@ -370,13 +372,7 @@ async def _ingest(
             # Both headers before any row: a missing column or an unreadable loans file fails the job
             # before the customers file is written.
             stall = settings.ingestion_stall_timeout_s
-            headers = {}
-            for kind, reader in readers.items():
-                try:
-                    async with asyncio.timeout(stall):
-                        headers[kind] = await reader.header()
-                except TimeoutError:
-                    raise _stalled(kind, stall) from None
+            headers = {kind: await _watched(reader.header(), stall, kind) for kind, reader in readers.items()}
             customers_loaded = asyncio.Event()
             loans = asyncio.create_task(
                 _load_file(

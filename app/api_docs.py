@@ -5,8 +5,9 @@ from __future__ import annotations
 TITLE = "Credit Approval Service"
 
 DESCRIPTION = """
-Registers customers, scores their credit from their loan history, decides loan applications and
-records approved loans. Lenders' historical workbooks are loaded by background ingestion jobs.
+Registers customers, scores their credit from their loan history, decides loan applications,
+records approved loans and services them: payments, statements and arrears. Lenders' historical
+workbooks are loaded by background ingestion jobs.
 
 ## Conventions
 * **Money** is a JSON number in the lender's currency with at most 2 decimals (e.g. `200000.5`).
@@ -44,6 +45,11 @@ TAGS = [
         "description": "Score a customer and decide a loan application without storing anything.",
     },
     {"name": "loans", "description": "Create loans (decided as eligibility is) and view them."},
+    {
+        "name": "servicing",
+        "description": "Repayments: pay a loan's next installment, and its statement (schedule, payments, "
+        "arrears and payoff).",
+    },
     {
         "name": "ingestion",
         "description": "Background loading of lenders' customer and loan workbooks, and the jobs' reports.",

@@ -62,6 +62,18 @@ class ServiceUnavailable(DomainError):
     retry_after_s: int = 1  # sent as Retry-After
 
 
+class LoanPaidOff(Conflict):
+    """A payment towards a loan that owes nothing."""
+
+    code, title = "loan-paid-off", "Loan already paid off"
+
+
+class PaymentNotAccepted(InvalidRequest):
+    """A payment amount the next installment cannot take; the problem carries the amount it can."""
+
+    code, title = "payment-not-accepted", "Payment amount not accepted"
+
+
 class ImportInProgress(ServiceUnavailable):
     """A decision that an import still running could make stale: refused until the import commits."""
 
@@ -103,6 +115,19 @@ class Problem(BaseModel):
         examples=["customer_id"],
     )
     errors: list[FieldError] | None = Field(default=None, description="Per-field errors of a 422.")
+    minimum_amount: float | None = Field(
+        default=None,
+        description="make-payment `payment-not-accepted`: the least the next installment takes "
+        "(its interest), a currency amount.",
+        examples=[2000.0],
+    )
+    payoff_amount: float | None = Field(
+        default=None,
+        description="make-payment `payment-not-accepted`: the most the next installment takes, and the only "
+        "amount the last one takes (outstanding principal plus the installment's interest), a currency "
+        "amount.",
+        examples=[202000.0],
+    )
 
 
 def problem_response(

@@ -25,6 +25,7 @@ from app.observability.middleware import ObservabilityMiddleware
 from app.operations.router import router as operations_router
 from app.schemas import MAX_ID
 from app.security import install_security
+from app.servicing.router import router as servicing_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(customers_router)
     app.include_router(loans_router)
+    app.include_router(servicing_router)
     app.include_router(ingestion_router)
     app.include_router(operations_router)
     _declare_problem_schema(app)

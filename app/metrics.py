@@ -75,6 +75,11 @@ ELIGIBILITY_DECISIONS = Counter(
     ["operation", "outcome", "reason"],
 )
 LOANS_CREATED = Counter("loans_created", "Loans stored by create-loan.")
+PAYMENTS = Counter(
+    "payments",
+    "Payments recorded by make-payment, by timing (on_time, late) and whether they paid the loan off.",
+    ["timing", "paid_off"],
+)
 INGESTION_ROWS = Counter(
     "ingestion_rows",
     "Workbook rows processed by ingestion, by file (customers, loans) and outcome (loaded, rejected...).",
@@ -122,6 +127,11 @@ def record_decision(operation: str, decision: Decision) -> None:
 
 def record_loan_created() -> None:
     LOANS_CREATED.inc()
+
+
+def record_payment(*, on_time: bool, paid_off: bool) -> None:
+    # Counted at insert, as loans are: a later failure to commit overcounts by that payment.
+    PAYMENTS.labels("on_time" if on_time else "late", "true" if paid_off else "false").inc()
 
 
 def record_ingestion_rows(file: str, outcome: str, count: int) -> None:

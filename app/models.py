@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MONEY = Numeric(14, 2)
 RATE = Numeric(5, 2)
+# What a loan has received in all: interest over up to 600 installments can exceed MONEY's range.
+TOTAL_MONEY = Numeric(18, 2)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -85,6 +87,21 @@ class Loan(Base):
         CheckConstraint("monthly_installment >= 0", name="installment_non_negative"),
         CheckConstraint("emis_paid_on_time BETWEEN 0 AND tenure", name="emis_paid_within_tenure"),
         CheckConstraint("end_date >= start_date", name="end_after_start"),
+        # Servicing invariants (issue #11; arithmetic in app/credit/schedule.py).
+        CheckConstraint("outstanding_principal BETWEEN 0 AND loan_amount", name="outstanding_within_amount"),
+        CheckConstraint("installments_paid BETWEEN 0 AND tenure", name="installments_paid_within_tenure"),
+        CheckConstraint(
+            "repayments_left >= 0 AND installments_paid + repayments_left <= tenure",
+            name="repayments_left_within_tenure",
+        ),
+        CheckConstraint("amount_paid >= 0", name="amount_paid_non_negative"),
+        # Paid off exactly when nothing is owed, and then nothing is left to pay.
+        CheckConstraint(
+            "(outstanding_principal = 0) = (paid_off_on IS NOT NULL)"
+            " AND (outstanding_principal = 0) = (repayments_left = 0)",
+            name="paid_off_when_repaid",
+        ),
+        CheckConstraint("last_paid_on >= start_date", name="paid_after_start"),
         # Every hot read starts from one customer: the eligibility aggregates and view-loans are
         # answered from this index alone (index-only scans), whatever the size of the loan book.
         Index(
@@ -98,6 +115,10 @@ class Loan(Base):
                 "emis_paid_on_time",
                 "start_date",
                 "interest_rate",
+                "paid_off_on",
+                "installments_paid",
+                "repayments_left",
+                "amount_paid",
             ],
         ),
     )
@@ -114,6 +135,47 @@ class Loan(Base):
     emis_paid_on_time: Mapped[int] = mapped_column(Integer, server_default="0")
     start_date: Mapped[dt.date] = mapped_column(Date)
     end_date: Mapped[dt.date] = mapped_column(Date)
+    # Servicing state, kept by make-payment (and set by an import from the workbook's EMIs paid on time).
+    # monthly_installment above is the EMI in force: a payment of another amount re-prices it.
+    outstanding_principal: Mapped[Decimal] = mapped_column(MONEY)
+    installments_paid: Mapped[int] = mapped_column(Integer, server_default="0")
+    amount_paid: Mapped[Decimal] = mapped_column(TOTAL_MONEY, server_default="0")
+    # Installments of the schedule still to pay: tenure - paid, or fewer where rounding ends it early.
+    repayments_left: Mapped[int] = mapped_column(Integer)
+    # The day the loan was paid off: it counts as closed from then on (NULL: not paid off).
+    paid_off_on: Mapped[dt.date | None] = mapped_column(Date)
+    # The latest payment made through the API (NULL: none). An import never changes a loan that has one.
+    last_paid_on: Mapped[dt.date | None] = mapped_column(Date)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Payment(Base):
+    """One payment through the API: it settled one installment of its loan."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        CheckConstraint("installment_number > 0", name="installment_positive"),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("interest >= 0 AND principal >= 0", name="parts_non_negative"),
+        CheckConstraint("amount = interest + principal", name="parts_add_up"),
+        # One payment per installment; the statement reads a loan's payments from this index alone.
+        Index(
+            "uq_payments_loan_id_installment_number",
+            "loan_id",
+            "installment_number",
+            unique=True,
+            postgresql_include=["payment_id", "paid_on", "amount", "interest", "principal", "on_time"],
+        ),
+    )
+
+    payment_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    loan_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("loans.loan_id", ondelete="RESTRICT"))
+    installment_number: Mapped[int] = mapped_column(Integer)
+    paid_on: Mapped[dt.date] = mapped_column(Date)
+    amount: Mapped[Decimal] = mapped_column(MONEY)
+    interest: Mapped[Decimal] = mapped_column(MONEY)
+    principal: Mapped[Decimal] = mapped_column(MONEY)
+    on_time: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

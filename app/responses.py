@@ -106,6 +106,64 @@ def import_aware_503() -> dict[int | str, dict[str, Any]]:
     }
 
 
+PAYMENT_NOT_ACCEPTED_EXAMPLE = {
+    **_example(
+        "payment-not-accepted",
+        "Payment amount not accepted",
+        422,
+        "Installment 3 takes at least its interest, 1850.25.",
+        field="amount",
+        minimum_amount=1850.25,
+    ),
+    "instance": "/api/make-payment/42/1001",
+}
+LOAN_PAID_OFF_EXAMPLE = {
+    **_example(
+        "loan-paid-off",
+        "Loan already paid off",
+        409,
+        "Loan 1001 is paid off: nothing is owed.",
+        field="loan_id",
+    ),
+    "instance": "/api/make-payment/42/1001",
+}
+
+
+def payment_problems() -> dict[int | str, dict[str, Any]]:
+    """make-payment's 409 and 422: the documented reasons besides the generic ones."""
+    return {
+        409: {
+            "description": "The loan is paid off (`loan-paid-off`), or a request with the same "
+            "Idempotency-Key is still in progress.",
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "examples": {
+                        "loan-paid-off": {"value": LOAN_PAID_OFF_EXAMPLE},
+                        "idempotency-key-in-use": {"value": EXAMPLES[409]},
+                    },
+                }
+            },
+        },
+        422: {
+            "description": DESCRIPTIONS[422]
+            + " `payment-not-accepted`: the amount is below the installment's "
+            "interest (`minimum_amount`), above the payoff, or not the exact payoff the last installment "
+            "takes (`payoff_amount`). `invalid-request` on `paid_on`: in the future, before the loan's "
+            "start or before its latest payment.",
+            "content": {
+                PROBLEM_JSON: {
+                    "schema": {"$ref": "#/components/schemas/Problem"},
+                    "examples": {
+                        "payment-not-accepted": {"value": PAYMENT_NOT_ACCEPTED_EXAMPLE},
+                        "validation-error": {"value": EXAMPLES[422]},
+                    },
+                }
+            },
+        },
+    }
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         code: {

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import add_months
+from app.credit.schedule import imported_servicing
 from app.models import Customer, Loan
 
 _phones = itertools.count(7_000_000_000)
@@ -50,6 +51,15 @@ async def add_loan(
     end_date: dt.date | None = None,
     loan_id: int | None = None,
 ) -> Loan:
+    # The servicing state an import gives a loan with this history (no payments through the API).
+    servicing = imported_servicing(
+        Decimal(loan_amount),
+        Decimal(interest_rate),
+        tenure,
+        start_date,
+        Decimal(monthly_installment),
+        emis_paid_on_time,
+    )
     loan = Loan(
         customer_id=customer.customer_id,
         loan_amount=Decimal(loan_amount),
@@ -59,6 +69,11 @@ async def add_loan(
         emis_paid_on_time=emis_paid_on_time,
         start_date=start_date,
         end_date=end_date or add_months(start_date, tenure),
+        outstanding_principal=servicing.outstanding,
+        installments_paid=servicing.installments_paid,
+        amount_paid=servicing.amount_paid,
+        repayments_left=servicing.repayments_left,
+        paid_off_on=servicing.paid_off_on,
     )
     if loan_id is not None:
         loan.loan_id = loan_id

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.credit.schedule import imported_servicing
 from app.models import Base
+from tests.conftest import create_database, drop_database, run_migrations
+from tests.live import connect
 
 
 async def test_the_migrated_schema_matches_the_models(engine: AsyncEngine) -> None:
@@ -17,3 +22,73 @@ async def test_the_migrated_schema_matches_the_models(engine: AsyncEngine) -> No
 
     async with engine.connect() as conn:
         assert await conn.run_sync(diff) == []
+
+
+async def test_0004_gives_loans_already_stored_their_servicing_state() -> None:
+    """A database loaded at 0003 (an imported history, a loan created through the API, a loan whose EMIs
+    were all paid, and enough loans for several batches) upgrades in place to the servicing schema."""
+    name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
+    url = await create_database(name)
+    try:
+        await asyncio.to_thread(run_migrations, url, "0003")
+        connection = await connect(url)
+        try:
+            await connection.execute(
+                """
+                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
+                                       approved_limit)
+                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
+                INSERT INTO loans (loan_id, customer_id, source_loan_id, loan_amount, tenure, interest_rate,
+                                   monthly_installment, emis_paid_on_time, start_date, end_date)
+                SELECT g, 1, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, 10000 + g, 6 + g % 60, g % 20,
+                       500 + g % 700, (6 + g % 60) * (g % 4) / 3, date '2020-01-31' + g % 2000,
+                       date '2030-01-01'
+                FROM generate_series(1, 25000) AS g;
+                """
+            )
+            before = await connection.fetch("SELECT * FROM loans ORDER BY loan_id")
+            await asyncio.to_thread(run_migrations, url)
+            after = {row["loan_id"]: row for row in await connection.fetch("SELECT * FROM loans")}
+            payments = await connection.fetchval("SELECT count(*) FROM payments")
+            checks = {
+                row["conname"]
+                for row in await connection.fetch(
+                    "SELECT conname FROM pg_constraint WHERE conrelid = 'loans'::regclass AND contype = 'c'"
+                )
+            }
+        finally:
+            await connection.close()
+    finally:
+        await drop_database(name)
+
+    assert len(after) == len(before) == 25_000 and payments == 0
+    fully_paid = 0
+    for old in before:
+        new = after[old["loan_id"]]
+        expected = imported_servicing(
+            old["loan_amount"],
+            old["interest_rate"],
+            old["tenure"],
+            old["start_date"],
+            old["monthly_installment"],
+            old["emis_paid_on_time"],
+        )
+        assert (
+            new["outstanding_principal"],
+            new["installments_paid"],
+            new["amount_paid"],
+            new["repayments_left"],
+            new["paid_off_on"],
+            new["last_paid_on"],
+        ) == (
+            expected.outstanding,
+            expected.installments_paid,
+            expected.amount_paid,
+            expected.repayments_left,
+            expected.paid_off_on,
+            None,
+        ), old["loan_id"]
+        assert all(new[column] == value for column, value in dict(old).items()), old["loan_id"]
+        fully_paid += new["paid_off_on"] is not None
+    assert fully_paid > 1000  # the g % 4 == 3 rows paid every EMI
+    assert {"ck_loans_outstanding_within_amount", "ck_loans_paid_off_when_repaid"} <= checks

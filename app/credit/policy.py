@@ -128,6 +128,8 @@ class LoanRecord:
     emis_paid_on_time: int
     start_date: date
     end_date: date
+    installments_paid: int = 0
+    paid_off_on: date | None = None  # a paid-off loan is closed from that day
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,7 @@ class CreditProfile:
     monthly_salary: Decimal
     current_debt: Decimal = Decimal(0)
     current_emis: Decimal = Decimal(0)
-    emis_due: int = 0  # sum over all loans of min(tenure, months_elapsed)
+    emis_due: int = 0  # sum over all loans of min(installments due, months_elapsed); see profile_from_loans
     emis_paid_due: int = 0  # sum over all loans of min(emis_paid_on_time, tenure, months_elapsed)
     closed_loans: int = 0
     loans_this_year: int = 0
@@ -149,18 +151,22 @@ def profile_from_loans(
 ) -> CreditProfile:
     """Aggregate a customer's loans into a :class:`CreditProfile` (the reference for the SQL version).
 
-    A loan is current while ``end_date >= today``, closed afterwards.
+    A loan is current while ``end_date >= today`` and it is not paid off; closed from its end date or
+    from the day it was paid off, whichever comes first. A loan has ``tenure`` installments, except once
+    paid off: then only those it took, so repaying early never counts later months as missed.
     """
     current_debt = Decimal(0)
     current_emis = Decimal(0)
     emis_due = emis_paid_due = closed = this_year = 0
     for loan in loans:
-        if loan.end_date >= today:
+        paid_off = loan.paid_off_on is not None and loan.paid_off_on <= today
+        if loan.end_date >= today and not paid_off:
             current_debt += loan.loan_amount
             current_emis += loan.monthly_installment
         else:
             closed += 1
-        due = min(loan.tenure, months_elapsed(loan.start_date, today))
+        installments = loan.installments_paid if paid_off else loan.tenure
+        due = min(installments, months_elapsed(loan.start_date, today))
         emis_due += due
         emis_paid_due += min(loan.emis_paid_on_time, due)
         if loan.start_date.year == today.year:

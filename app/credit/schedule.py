@@ -17,10 +17,16 @@ interest, the EMI), never in between. The rules (issue #11):
   last installment takes only the exact payoff. Paying the EMI in force keeps it; any other amount
   re-prices the EMI over the installments that remain, with the same formula as create-loan. The tenure
   and the due dates never move.
+
+Schedules are stepped in whole cents (ints), which is exact, not approximate: every figure is a whole
+number of cents and each interest is one integer division rounded half-up, the same value the Decimal
+formula in `monthly_interest` gives (a property test holds the two together). An import amortises every
+loan it reads, and Decimal steps cost 1.8 ms for a loan of 93 installments; integer steps cost 0.02 ms.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -48,6 +54,41 @@ class Installment:
     balance_after: Decimal
 
 
+def _cents(money: Decimal) -> int:
+    cents = money * 100
+    if cents != cents.to_integral_value():
+        raise ValueError(f"{money} is not a whole number of cents")
+    return int(cents)
+
+
+def _money(cents: int) -> Decimal:
+    return Decimal(cents).scaleb(-2)
+
+
+def _rate_ratio(annual_rate: Decimal) -> tuple[int, int]:
+    """r = annual_rate / 1200 as an exact integer ratio (numerator, denominator)."""
+    numerator, denominator = annual_rate.as_integer_ratio()
+    return numerator, denominator * 1200
+
+
+def _steps(
+    balance: int, rate: tuple[int, int], emi: int, *, first: int, tenure: int
+) -> Iterator[tuple[int, int, int, int]]:
+    """(number, interest, principal, balance after) in cents for installments `first`.. until the
+    balance is repaid: the arithmetic of the rules above, once."""
+    numerator, denominator = rate
+    twice = 2 * denominator
+    for number in range(first, tenure + 1):
+        if balance <= 0:
+            return
+        interest = (2 * balance * numerator + denominator) // twice  # round half-up, exactly
+        principal = emi - interest if emi > interest else 0
+        if number == tenure or principal >= balance:
+            principal = balance
+        balance -= principal
+        yield number, interest, principal, balance
+
+
 def project(
     balance: Decimal,
     annual_rate: Decimal,
@@ -59,26 +100,28 @@ def project(
 ) -> list[Installment]:
     """The installments `first`..tenure that repay `balance` with `emi`, ending early where rounding
     would overshoot; empty when nothing is owed."""
-    rows: list[Installment] = []
-    for number in range(first, tenure + 1):
-        if balance <= 0:
-            break
-        interest = monthly_interest(balance, annual_rate)
-        principal = max(emi - interest, ZERO)
-        if number == tenure or principal >= balance:
-            principal = balance
-        balance -= principal
-        rows.append(
-            Installment(
-                number=number,
-                due_date=add_months(start_date, number),
-                amount=principal + interest,
-                principal=principal,
-                interest=interest,
-                balance_after=balance,
-            )
+    return [
+        Installment(
+            number=number,
+            due_date=add_months(start_date, number),
+            amount=_money(principal + interest),
+            principal=_money(principal),
+            interest=_money(interest),
+            balance_after=_money(after),
         )
-    return rows
+        for number, interest, principal, after in _steps(
+            _cents(balance), _rate_ratio(annual_rate), _cents(emi), first=first, tenure=tenure
+        )
+    ]
+
+
+def installments_left(
+    balance: Decimal, annual_rate: Decimal, emi: Decimal, *, first: int, tenure: int
+) -> int:
+    """How many installments `project` would list, without building them."""
+    return sum(
+        1 for _ in _steps(_cents(balance), _rate_ratio(annual_rate), _cents(emi), first=first, tenure=tenure)
+    )
 
 
 def schedule(loan_amount: Decimal, annual_rate: Decimal, tenure: int, start_date: date) -> list[Installment]:
@@ -110,6 +153,17 @@ class LoanState:
     @property
     def next_due_date(self) -> date:
         return add_months(self.start_date, self.next_number)
+
+    @property
+    def repayments_left(self) -> int:
+        """Installments of the schedule not yet paid (fewer than tenure - paid where it ends early)."""
+        return installments_left(
+            self.outstanding,
+            self.annual_rate,
+            self.monthly_installment,
+            first=self.next_number,
+            tenure=self.tenure,
+        )
 
     def remaining(self) -> list[Installment]:
         """The unpaid part of the schedule, projected with the EMI in force."""
@@ -195,6 +249,49 @@ def apply_payment(state: LoanState, amount: Decimal, paid_on: date) -> Payment:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Servicing:
+    """A loan's stored servicing state (the loans table's servicing columns)."""
+
+    outstanding: Decimal
+    installments_paid: int
+    amount_paid: Decimal
+    repayments_left: int
+    paid_off_on: date | None  # the day the outstanding reached 0
+
+
+def imported_servicing(
+    loan_amount: Decimal,
+    annual_rate: Decimal,
+    tenure: int,
+    start_date: date,
+    monthly_installment: Decimal,
+    emis_paid_on_time: int,
+) -> Servicing:
+    """An imported loan (or any loan with no payments through the API): its first `emis_paid_on_time`
+    installments paid, amortised with the formula's EMI for its terms (not the workbook's stated payment,
+    which often does not match them); the workbook's payment stays the EMI in force from the next
+    installment. A loan those installments repay was paid off on the last one's due date (the workbook
+    has no dates). Integer cents throughout: the import runs this for every row it reads."""
+    rate = _rate_ratio(annual_rate)
+    balance = _cents(loan_amount)
+    paid = total = 0
+    formula_emi = _cents(installment(loan_amount, annual_rate, tenure))
+    if emis_paid_on_time:
+        for number, interest, principal, after in _steps(balance, rate, formula_emi, first=1, tenure=tenure):
+            paid, total, balance = number, total + interest + principal, after
+            if number == emis_paid_on_time:
+                break
+    left = sum(1 for _ in _steps(balance, rate, _cents(monthly_installment), first=paid + 1, tenure=tenure))
+    return Servicing(
+        outstanding=_money(balance),
+        installments_paid=paid,
+        amount_paid=_money(total),
+        repayments_left=left,
+        paid_off_on=add_months(start_date, paid) if balance == 0 else None,
+    )
+
+
 def imported_state(
     loan_amount: Decimal,
     annual_rate: Decimal,
@@ -203,18 +300,17 @@ def imported_state(
     monthly_installment: Decimal,
     emis_paid_on_time: int,
 ) -> tuple[LoanState, Decimal]:
-    """An imported loan's servicing state and amount paid: its first `emis_paid_on_time` installments
-    paid, amortised with the formula's EMI for its terms (not the workbook's stated payment, which often
-    does not match them); the workbook's payment stays the EMI in force from the next installment."""
-    paid = schedule(loan_amount, annual_rate, tenure, start_date)[:emis_paid_on_time]
-    outstanding = paid[-1].balance_after if paid else loan_amount
+    """`imported_servicing` as a LoanState to apply payments to, and the amount paid."""
+    servicing = imported_servicing(
+        loan_amount, annual_rate, tenure, start_date, monthly_installment, emis_paid_on_time
+    )
     state = LoanState(
         loan_amount=loan_amount,
         annual_rate=annual_rate,
         tenure=tenure,
         start_date=start_date,
-        outstanding=outstanding,
-        installments_paid=len(paid),
+        outstanding=servicing.outstanding,
+        installments_paid=servicing.installments_paid,
         monthly_installment=monthly_installment,
     )
-    return state, sum((row.amount for row in paid), ZERO)
+    return state, servicing.amount_paid

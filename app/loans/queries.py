@@ -23,16 +23,21 @@ from app.models import Customer, Loan
 _ELAPSED = """greatest(0, (extract(year from age(:today, l.start_date)) * 12
                    + extract(month from age(:today, l.start_date)))::int)"""
 
+# A loan is current until its end date, unless paid off before (app.credit.policy.profile_from_loans).
+_CURRENT = "(l.end_date >= :today AND (l.paid_off_on IS NULL OR l.paid_off_on > :today))"
+# Installments a loan has: tenure, or once paid off those it took.
+_INSTALLMENTS = "(CASE WHEN l.paid_off_on <= :today THEN l.installments_paid ELSE l.tenure END)"
+
 # The customer and every aggregate the credit policy needs, in a single statement. The loans side is
 # answered from ix_loans_customer_id_end_date (an index-only scan over one customer's loans).
 PROFILE_SQL = text(f"""
 SELECT c.monthly_salary,
        c.approved_limit,
-       coalesce(sum(l.loan_amount) FILTER (WHERE l.end_date >= :today), 0) AS current_debt,
-       coalesce(sum(l.monthly_installment) FILTER (WHERE l.end_date >= :today), 0) AS current_emis,
-       coalesce(sum(least(l.tenure, {_ELAPSED})), 0)::bigint AS emis_due,
-       coalesce(sum(least(l.emis_paid_on_time, l.tenure, {_ELAPSED})), 0)::bigint AS emis_paid_due,
-       count(l.customer_id) FILTER (WHERE l.end_date < :today) AS closed_loans,
+       coalesce(sum(l.loan_amount) FILTER (WHERE {_CURRENT}), 0) AS current_debt,
+       coalesce(sum(l.monthly_installment) FILTER (WHERE {_CURRENT}), 0) AS current_emis,
+       coalesce(sum(least({_INSTALLMENTS}, {_ELAPSED})), 0)::bigint AS emis_due,
+       coalesce(sum(least(l.emis_paid_on_time, {_INSTALLMENTS}, {_ELAPSED})), 0)::bigint AS emis_paid_due,
+       count(l.customer_id) FILTER (WHERE NOT {_CURRENT}) AS closed_loans,
        count(l.customer_id) FILTER (WHERE l.start_date >= :year_start AND l.start_date < :next_year)
            AS loans_this_year
 FROM customers c
@@ -115,6 +120,7 @@ async def insert_loan(
     monthly_installment: Decimal,
     start_date: dt.date,
     end_date: dt.date,
+    repayments_left: int,
 ) -> int:
     values = {
         "customer_id": customer_id,
@@ -125,6 +131,10 @@ async def insert_loan(
         "emis_paid_on_time": 0,
         "start_date": start_date,
         "end_date": end_date,
+        "outstanding_principal": loan_amount,
+        "installments_paid": 0,
+        "amount_paid": 0,
+        "repayments_left": repayments_left,
     }
     return (await session.execute(_INSERT_LOAN, values)).scalar_one()
 
@@ -136,6 +146,11 @@ _LOAN_WITH_CUSTOMER = Statement.compile(
         Loan.interest_rate,
         Loan.monthly_installment,
         Loan.tenure,
+        Loan.start_date,
+        Loan.outstanding_principal,
+        Loan.amount_paid,
+        Loan.installments_paid,
+        Loan.paid_off_on,
         Customer.customer_id,
         Customer.first_name,
         Customer.last_name,
@@ -153,10 +168,12 @@ async def loan_with_customer(db: ReadsWith, loan_id: int) -> Record | None:
 
 def _customer_loans(current: bool | None) -> Statement:
     join_on = Loan.customer_id == Customer.customer_id
+    today = bindparam("today")
+    # As the credit policy counts them (_CURRENT above): current until the end date unless paid off before.
     if current is True:
-        join_on &= Loan.end_date >= bindparam("today")
+        join_on &= (Loan.end_date >= today) & (Loan.paid_off_on.is_(None) | (Loan.paid_off_on > today))
     elif current is False:
-        join_on &= Loan.end_date < bindparam("today")
+        join_on &= (Loan.end_date < today) | (Loan.paid_off_on <= today)
     return Statement.compile(
         select(
             Customer.customer_id,
@@ -164,8 +181,11 @@ def _customer_loans(current: bool | None) -> Statement:
             Loan.loan_amount,
             Loan.interest_rate,
             Loan.monthly_installment,
-            Loan.tenure,
             Loan.start_date,
+            Loan.installments_paid,
+            Loan.repayments_left,
+            Loan.amount_paid,
+            Loan.paid_off_on,
         )
         .select_from(Customer)
         .outerjoin(Loan, join_on)

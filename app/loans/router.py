@@ -92,8 +92,8 @@ async def create_loan(
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-loan/{loan_id}/", include_in_schema=False)
-async def view_loan(loan_id: PathLoanId, db: ReaderDep) -> LoanDetailOut:
-    return await service.get_loan(db, loan_id)
+async def view_loan(loan_id: PathLoanId, db: ReaderDep, today: TodayDep) -> LoanDetailOut:
+    return await service.get_loan(db, loan_id, today)
 
 
 @router.get(
@@ -101,7 +101,7 @@ async def view_loan(loan_id: PathLoanId, db: ReaderDep) -> LoanDetailOut:
     tags=["loans"],
     operation_id="listCustomerLoans",
     summary="List a customer's loans",
-    description="The customer's current loans (end date today or later) by default; "
+    description="The customer's current loans (end date today or later, and not paid off) by default; "
     "`status=closed` or `status=all` for the others. An existing customer with no loans gives [].",
     response_description="The customer's loans, by loan id.",
     responses=problem_responses(404, 422, 503),

@@ -6,7 +6,16 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from app.credit.policy import Reason
+from app.credit.statement import LoanStatus as ServicingStatus
 from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, MoneyIn, PercentIn, Rate, WholeNumber
+
+LOAN_STATUS_DOC = (
+    "`active`, `overdue` (an installment is unpaid past its due date) or `paid_off` (nothing is owed)."
+)
+REPAYMENTS_LEFT_DOC = (
+    "Installments of the schedule not yet paid: tenure minus installments paid, fewer where the schedule "
+    "ends early because rounding repays the balance sooner; 0 when paid off."
+)
 
 LOAN_REQUEST_EXAMPLE = {"customer_id": 42, "loan_amount": 200000, "interest_rate": 10.5, "tenure": 24}
 # create-loan's 200: what a rejection looks like (the 201 example is CreateLoanOut's own).
@@ -143,6 +152,9 @@ class LoanDetailOut(BaseModel):
                     "interest_rate": 12.0,
                     "monthly_installment": 9414.69,
                     "tenure": 24,
+                    "outstanding_principal": 192585.31,
+                    "amount_paid": 9414.69,
+                    "loan_status": "active",
                 }
             ]
         }
@@ -152,8 +164,13 @@ class LoanDetailOut(BaseModel):
     customer: LoanCustomerOut = Field(description="The borrower.")
     loan_amount: Money = Field(description="Principal, a currency amount.")
     interest_rate: Rate = Field(description="Interest rate, % per year.")
-    monthly_installment: Money = Field(description="Monthly installment, a currency amount.")
+    monthly_installment: Money = Field(
+        description="The EMI in force, a currency amount (a payment of another amount re-prices it)."
+    )
     tenure: int = Field(description="Duration in months.")
+    outstanding_principal: Money = Field(description="Principal still owed.")
+    amount_paid: Money = Field(description="Everything paid so far, interest and principal.")
+    loan_status: ServicingStatus = Field(description=LOAN_STATUS_DOC)
 
 
 class LoanSummaryOut(BaseModel):
@@ -166,6 +183,8 @@ class LoanSummaryOut(BaseModel):
                     "interest_rate": 12.0,
                     "monthly_installment": 9414.69,
                     "repayments_left": 20,
+                    "amount_paid": 37658.76,
+                    "loan_status": "active",
                 }
             ]
         }
@@ -174,8 +193,10 @@ class LoanSummaryOut(BaseModel):
     loan_id: LoanId
     loan_amount: Money = Field(description="Principal, a currency amount.")
     interest_rate: Rate = Field(description="Interest rate, % per year.")
-    monthly_installment: Money = Field(description="Monthly installment, a currency amount.")
-    repayments_left: int = Field(ge=0, description="EMIs not yet due: tenure minus months elapsed.")
+    monthly_installment: Money = Field(description="The EMI in force, a currency amount.")
+    repayments_left: int = Field(ge=0, description=REPAYMENTS_LEFT_DOC)
+    amount_paid: Money = Field(description="Everything paid so far, interest and principal.")
+    loan_status: ServicingStatus = Field(description=LOAN_STATUS_DOC)
 
 
 class LoanStatus(StrEnum):

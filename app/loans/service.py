@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import metrics
 from app.credit import policy
 from app.credit.policy import CreditProfile, Decision, LoanRequest
+from app.credit.schedule import installments_left
+from app.credit.statement import loan_status
 from app.db import Reader
 from app.errors import ImportInProgress, NotFound
 from app.loans import queries
@@ -98,6 +100,13 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
         monthly_installment=decision.monthly_installment,
         start_date=today,
         end_date=policy.add_months(today, data.tenure),
+        repayments_left=installments_left(
+            data.loan_amount,
+            decision.corrected_interest_rate,
+            decision.monthly_installment,
+            first=1,
+            tenure=data.tenure,
+        ),
     )
     # Counted at insert: a later failure to commit answers 5xx and the counter overcounts by that loan.
     metrics.record_loan_created()
@@ -111,7 +120,7 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
     )
 
 
-async def get_loan(db: Reader, loan_id: int) -> LoanDetailOut:
+async def get_loan(db: Reader, loan_id: int, today: dt.date) -> LoanDetailOut:
     row = await queries.loan_with_customer(db, loan_id)
     if row is None:
         raise NotFound(f"Loan {loan_id} does not exist.", field="loan_id")
@@ -128,6 +137,11 @@ async def get_loan(db: Reader, loan_id: int) -> LoanDetailOut:
         interest_rate=row["interest_rate"],
         monthly_installment=row["monthly_installment"],
         tenure=row["tenure"],
+        outstanding_principal=row["outstanding_principal"],
+        amount_paid=row["amount_paid"],
+        loan_status=loan_status(
+            row["start_date"], row["installments_paid"], row["paid_off_on"] is not None, today
+        ),
     )
 
 
@@ -146,8 +160,11 @@ async def list_loans(
             loan_amount=row["loan_amount"],
             interest_rate=row["interest_rate"],
             monthly_installment=row["monthly_installment"],
-            repayments_left=row["tenure"]
-            - min(row["tenure"], policy.months_elapsed(row["start_date"], today)),
+            repayments_left=row["repayments_left"],
+            amount_paid=row["amount_paid"],
+            loan_status=loan_status(
+                row["start_date"], row["installments_paid"], row["paid_off_on"] is not None, today
+            ),
         )
         for row in rows
         if row["loan_id"] is not None

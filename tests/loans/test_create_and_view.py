@@ -115,6 +115,9 @@ async def test_view_loan_returns_the_loan_and_its_customer(client: AsyncClient, 
         "interest_rate": 11,
         "monthly_installment": created["monthly_installment"],
         "tenure": 36,
+        "outstanding_principal": 150000.5,
+        "amount_paid": 0.0,
+        "loan_status": "active",
     }
     assert (await client.get(f"/api/view-loan/{created['loan_id']}/")).status_code == 200
 
@@ -142,14 +145,17 @@ async def test_view_loans_lists_current_by_default_and_others_on_request(
 
     current = (await client.get(url)).json()
     assert [loan["loan_id"] for loan in current] == [ends_today.loan_id, running.loan_id]
-    # 2025-03-16 -> 2026-06-15 is 14 whole months: 36 - 14 = 22 left; the loan ending today has none left.
-    assert current[0]["repayments_left"] == 0
+    # Nothing was ever paid on either: every installment is still to pay, and both are in arrears.
+    assert current[0]["repayments_left"] == 12 and current[0]["loan_status"] == "overdue"
+    # 3321.45 is more than the formula's EMI (3156.75): it repays the loan in 33.98 months (34 installments).
     assert current[1] == {
         "loan_id": running.loan_id,
         "loan_amount": 100000,
         "interest_rate": 8.5,
         "monthly_installment": 3321.45,
-        "repayments_left": 22,
+        "repayments_left": 34,
+        "amount_paid": 0.0,
+        "loan_status": "overdue",
     }
     assert [loan["loan_id"] for loan in (await client.get(url, params={"status": "closed"})).json()] == [
         closed.loan_id

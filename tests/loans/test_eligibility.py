@@ -174,12 +174,28 @@ async def test_sql_aggregates_match_the_policy_computed_in_python(session: Async
     rng = random.Random(seed)
     customer = await add_customer(session, monthly_salary=80_000, approved_limit=3_000_000)
     loans = random_loans(rng)
-    for loan in loans:
-        await add_loan(session, customer, **loan)
+    records = []
+    for index, loan in enumerate(loans):
+        stored = await add_loan(session, customer, **loan)
+        if index == 0 or rng.random() < 0.3:  # repaid early: closed from the day it was paid off
+            paid = rng.randint(1, stored.tenure)
+            stored.outstanding_principal, stored.repayments_left = Decimal(0), 0
+            stored.installments_paid, stored.emis_paid_on_time = paid, rng.randint(0, paid)
+            stored.paid_off_on = stored.last_paid_on = stored.start_date + dt.timedelta(
+                days=rng.randint(0, 4000)
+            )
+            await session.flush()
+        records.append(
+            LoanRecord(
+                **{**loan, "emis_paid_on_time": stored.emis_paid_on_time},
+                installments_paid=stored.installments_paid,
+                paid_off_on=stored.paid_off_on,
+            )
+        )
     for today in (TODAY, dt.date(2026, 2, 28), dt.date(2024, 2, 29), dt.date(2031, 12, 31)):
         from_sql = await queries.credit_profile(session, customer.customer_id, today)
         from_python = profile_from_loans(
-            [LoanRecord(**loan) for loan in loans],
+            records,
             approved_limit=Decimal(3_000_000),
             monthly_salary=Decimal(80_000),
             today=today,

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.asyncio
 
 CUSTOMERS = 10_000
 LOANS = 200_000
-GUARDED_TABLES = {"loans", "customers"}
+GUARDED_TABLES = {"loans", "customers", "payments"}
 
 # Loans spread over 2015-2026 with tenures of 6-125 months, so the current/closed filters of the hot queries
 # select realistic fractions; emis_paid_on_time <= tenure (a CHECK constraint). Amounts and installments are
@@ -46,11 +46,17 @@ SELECT 'First' || g, 'Last' || g, 20 + g % 50, 6000000000 + g, 50000 + (g % 200)
 FROM generate_series(1, {CUSTOMERS}) AS g;
 
 INSERT INTO loans (customer_id, source_loan_id, loan_amount, tenure, interest_rate, monthly_installment,
-                   emis_paid_on_time, start_date, end_date)
+                   emis_paid_on_time, start_date, end_date, outstanding_principal, repayments_left)
 SELECT 1 + g % {CUSTOMERS}, g, 10000 + (g % 10) * 5000, 6 + g % 120, 8 + (g % 10),
        500 + g % 500, (6 + g % 120) / 2, date '2015-01-01' + g % 4000,
-       date '2015-01-01' + g % 4000 + make_interval(months => 6 + g % 120)
+       date '2015-01-01' + g % 4000 + make_interval(months => 6 + g % 120),
+       10000 + (g % 10) * 5000, 6 + g % 120
 FROM generate_series(1, {LOANS}) AS g;
+
+-- Three payments on every odd loan: the statement must find a loan's payments without scanning them all.
+INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal, on_time)
+SELECT g, k, date '2015-01-01' + g % 4000 + make_interval(months => k), 100, 10, 90, true
+FROM generate_series(1, {LOANS}, 2) AS g, generate_series(1, 3) AS k;
 """
 
 
@@ -74,7 +80,7 @@ async def plan_database() -> AsyncIterator[PlanDatabase]:
         connection = await asyncpg.connect(dsn)
         try:
             await connection.execute(FILL_SQL)
-            await connection.execute("ANALYZE customers; ANALYZE loans;")
+            await connection.execute("ANALYZE customers; ANALYZE loans; ANALYZE payments;")
         finally:
             await connection.close()
         yield PlanDatabase(url=url, dsn=dsn)
@@ -114,6 +120,9 @@ async def hot_statements(plan_database: PlanDatabase) -> list[Captured]:
         ("view-loans", "GET", f"/api/view-loans/{customer_id}", None),
         ("view-loans closed", "GET", f"/api/view-loans/{customer_id}?status=closed", None),
         ("view-loans all", "GET", f"/api/view-loans/{customer_id}?status=all", None),
+        # An even loan (no seeded payments) of its customer (1 + g % CUSTOMERS), with an EMI of 500.
+        ("make-payment", "POST", f"/api/make-payment/{1 + loan_id % CUSTOMERS}/{loan_id}", {"amount": 500}),
+        ("view-statement", "GET", f"/api/view-statement/{1 + loan_id % CUSTOMERS}/{loan_id}", None),
         (
             "register",
             "POST",
@@ -157,6 +166,8 @@ def _literal(value: Any) -> str:
         return "NULL"
     if isinstance(value, dt.date | dt.datetime):
         value = value.isoformat()
+    if isinstance(value, list | tuple):
+        value = "{" + ",".join(str(item) for item in value) + "}"
     return "'" + str(value).replace("'", "''") + "'"
 
 
@@ -209,7 +220,9 @@ async def test_hot_statements_cover_every_endpoint(hot_statements: list[Captured
     assert "insert into loans" in text and "insert into customers" in text
 
 
-@pytest.mark.parametrize("endpoint", ["check-eligibility", "view-loan", "view-loans", "view-loans all"])
+@pytest.mark.parametrize(
+    "endpoint", ["check-eligibility", "view-loan", "view-loans", "view-loans all", "view-statement"]
+)
 async def test_reads_are_one_round_trip_outside_the_test_harness(
     hot_statements: list[Captured], endpoint: str
 ) -> None:
@@ -223,6 +236,14 @@ async def test_create_loan_is_one_transaction_of_three_statements(hot_statements
     sent = [c.statement.split()[0].upper().rstrip(";") for c in hot_statements if c.endpoint == "create-loan"]
     assert sent.count("BEGIN") == sent.count("COMMIT") == 1, sent
     assert len(sent) <= 5, sent
+
+
+async def test_make_payment_is_one_transaction_of_lock_and_write(hot_statements: list[Captured]) -> None:
+    sent = [
+        c.statement.split()[0].upper().rstrip(";") for c in hot_statements if c.endpoint == "make-payment"
+    ]
+    assert sent.count("BEGIN") == sent.count("COMMIT") == 1, sent
+    assert len(sent) == 4, sent  # BEGIN, lock and read the loan, insert the payment and update, COMMIT
 
 
 async def test_the_guard_sees_a_sequential_scan(plan_database: PlanDatabase) -> None:

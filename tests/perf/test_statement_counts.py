@@ -167,3 +167,37 @@ async def test_rejected_create_loan_does_not_insert(
     assert response.status_code == 200, response.text
     assert response.json()["loan_approved"] is False
     assert len(log) <= 2, str(log)
+
+
+async def test_make_payment_is_lock_then_write(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=100_000)
+    loan_id = await _loan_for(client, customer["customer_id"])
+
+    async with counting(connection) as log:
+        response = await client.post(
+            f"/api/make-payment/{customer['customer_id']}/{loan_id}", json={"amount": 900}
+        )
+
+    assert response.status_code == 201, response.text
+    assert len(log) == 2, str(log)
+
+
+async def test_view_statement_is_one_statement_whatever_the_payment_count(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=100_000)
+    loan_id = await _loan_for(client, customer["customer_id"])
+    for _ in range(3):
+        paid = await client.post(
+            f"/api/make-payment/{customer['customer_id']}/{loan_id}", json={"amount": 900}
+        )
+        assert paid.status_code == 201, paid.text
+
+    async with counting(connection) as log:
+        response = await client.get(f"/api/view-statement/{customer['customer_id']}/{loan_id}")
+
+    assert response.status_code == 200, response.text
+    assert len(response.json()["payments"]) == 3
+    assert len(log) == 1, str(log)

@@ -1,0 +1,139 @@
+"""A loan's statement: its whole schedule as paid and as projected, and where it stands today.
+
+Pure: the caller passes the stored loan, its payments and `today`. The rules (issue #11):
+
+- An installment is overdue when it is unpaid and its due date is before today (due today is not yet).
+- days_past_due = today - the due date of the oldest overdue installment (0 when none); the class follows
+  RBI's IRAC norms: standard (0), SMA-0 (1-30), SMA-1 (31-60), SMA-2 (61-90), NPA (over 90).
+- A loan is paid_off once nothing is owed, overdue while an installment is overdue, active otherwise.
+- Installments settled before any payment through the API (an imported loan's EMIs paid on time) are shown
+  as the formula's schedule, paid on time on dates nobody knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+from app.credit.policy import add_months
+from app.credit.schedule import Installment, LoanState, schedule
+
+
+class LoanStatus(StrEnum):
+    ACTIVE = "active"
+    OVERDUE = "overdue"
+    PAID_OFF = "paid_off"
+
+
+class InstallmentStatus(StrEnum):
+    PAID_ON_TIME = "paid_on_time"
+    PAID_LATE = "paid_late"
+    OVERDUE = "overdue"
+    UPCOMING = "upcoming"
+
+
+class DelinquencyClass(StrEnum):
+    STANDARD = "standard"
+    SMA_0 = "SMA-0"
+    SMA_1 = "SMA-1"
+    SMA_2 = "SMA-2"
+    NPA = "NPA"
+
+
+def delinquency_class(days_past_due: int) -> DelinquencyClass:
+    if days_past_due <= 0:
+        return DelinquencyClass.STANDARD
+    if days_past_due <= 30:
+        return DelinquencyClass.SMA_0
+    if days_past_due <= 60:
+        return DelinquencyClass.SMA_1
+    if days_past_due <= 90:
+        return DelinquencyClass.SMA_2
+    return DelinquencyClass.NPA
+
+
+def days_past_due(start_date: dt.date, installments_paid: int, paid_off: bool, today: dt.date) -> int:
+    """Days since the oldest unpaid installment fell due (installments are settled in order, so it is
+    the next one); 0 when it is not overdue or nothing is owed."""
+    if paid_off:
+        return 0
+    return max((today - add_months(start_date, installments_paid + 1)).days, 0)
+
+
+def loan_status(start_date: dt.date, installments_paid: int, paid_off: bool, today: dt.date) -> LoanStatus:
+    if paid_off:
+        return LoanStatus.PAID_OFF
+    if days_past_due(start_date, installments_paid, paid_off, today) > 0:
+        return LoanStatus.OVERDUE
+    return LoanStatus.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    payment_id: int
+    installment_number: int
+    paid_on: dt.date
+    amount: Decimal
+    interest: Decimal
+    principal: Decimal
+    on_time: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    installment: Installment
+    status: InstallmentStatus
+    paid_on: dt.date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    lines: list[StatementLine]
+    days_past_due: int
+    delinquency_class: DelinquencyClass
+    loan_status: LoanStatus
+    next_installment: Installment | None  # the next unpaid one, which may be overdue
+    payoff_amount: Decimal
+
+
+def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -> Statement:
+    """`state` is the loan as stored (after every payment); `payments` its API payments, oldest first."""
+    settled_before = state.installments_paid - len(payments)  # imported: the first ones, dates unknown
+    lines: list[StatementLine] = []
+    if settled_before:
+        formula = schedule(state.loan_amount, state.annual_rate, state.tenure, state.start_date)
+        lines.extend(
+            StatementLine(row, InstallmentStatus.PAID_ON_TIME, None) for row in formula[:settled_before]
+        )
+    # Each payment's balance after: what is owed now plus the principal of the payments after it.
+    balance = state.outstanding + sum((p.principal for p in payments), Decimal(0))
+    for payment in payments:
+        balance -= payment.principal
+        row = Installment(
+            number=payment.installment_number,
+            due_date=add_months(state.start_date, payment.installment_number),
+            amount=payment.amount,
+            principal=payment.principal,
+            interest=payment.interest,
+            balance_after=balance,
+        )
+        status = InstallmentStatus.PAID_ON_TIME if payment.on_time else InstallmentStatus.PAID_LATE
+        lines.append(StatementLine(row, status, payment.paid_on))
+    remaining = state.remaining()
+    lines.extend(
+        StatementLine(
+            row, InstallmentStatus.OVERDUE if row.due_date < today else InstallmentStatus.UPCOMING, None
+        )
+        for row in remaining
+    )
+    dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)
+    return Statement(
+        lines=lines,
+        days_past_due=dpd,
+        delinquency_class=delinquency_class(dpd),
+        loan_status=loan_status(state.start_date, state.installments_paid, state.paid_off, today),
+        next_installment=remaining[0] if remaining else None,
+        payoff_amount=state.payoff,
+    )

@@ -54,24 +54,42 @@ class Installment:
     balance_after: Decimal
 
 
-def _cents(money: Decimal) -> int:
-    cents = money * 100
-    if cents != cents.to_integral_value():
-        raise ValueError(f"{money} is not a whole number of cents")
-    return int(cents)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _money(cents: int) -> Decimal:
-    return Decimal(cents).scaleb(-2)
+def due_dates(start_date: date, first: int, last: int) -> Iterator[date]:
+    """add_months(start_date, k) for k = first..last, stepped a month at a time: a statement needs up to
+    600 of them, and add_months' calendar lookup per date cost a third of rendering one."""
+    day = start_date.day
+    index = start_date.year * 12 + start_date.month - 1 + first
+    for _ in range(first, last + 1):
+        year, month0 = divmod(index, 12)
+        days = _DAYS_IN_MONTH[month0]
+        if month0 == 1 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+            days = 29
+        yield date(year, month0 + 1, day if day <= days else days)
+        index += 1
 
 
-def _rate_ratio(annual_rate: Decimal) -> tuple[int, int]:
+def cents(figure: Decimal) -> int:
+    """A figure with at most 2 decimals as a whole number of cents."""
+    scaled = figure * 100
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{figure} is not a whole number of cents")
+    return int(scaled)
+
+
+def money(amount_cents: int) -> Decimal:
+    return Decimal(amount_cents).scaleb(-2)
+
+
+def rate_ratio(annual_rate: Decimal) -> tuple[int, int]:
     """r = annual_rate / 1200 as an exact integer ratio (numerator, denominator)."""
     numerator, denominator = annual_rate.as_integer_ratio()
     return numerator, denominator * 1200
 
 
-def _steps(
+def steps(
     balance: int, rate: tuple[int, int], emi: int, *, first: int, tenure: int
 ) -> Iterator[tuple[int, int, int, int]]:
     """(number, interest, principal, balance after) in cents for installments `first`.. until the
@@ -104,13 +122,13 @@ def project(
         Installment(
             number=number,
             due_date=add_months(start_date, number),
-            amount=_money(principal + interest),
-            principal=_money(principal),
-            interest=_money(interest),
-            balance_after=_money(after),
+            amount=money(principal + interest),
+            principal=money(principal),
+            interest=money(interest),
+            balance_after=money(after),
         )
-        for number, interest, principal, after in _steps(
-            _cents(balance), _rate_ratio(annual_rate), _cents(emi), first=first, tenure=tenure
+        for number, interest, principal, after in steps(
+            cents(balance), rate_ratio(annual_rate), cents(emi), first=first, tenure=tenure
         )
     ]
 
@@ -120,7 +138,7 @@ def installments_left(
 ) -> int:
     """How many installments `project` would list, without building them."""
     return sum(
-        1 for _ in _steps(_cents(balance), _rate_ratio(annual_rate), _cents(emi), first=first, tenure=tenure)
+        1 for _ in steps(cents(balance), rate_ratio(annual_rate), cents(emi), first=first, tenure=tenure)
     )
 
 
@@ -273,20 +291,20 @@ def imported_servicing(
     which often does not match them); the workbook's payment stays the EMI in force from the next
     installment. A loan those installments repay was paid off on the last one's due date (the workbook
     has no dates). Integer cents throughout: the import runs this for every row it reads."""
-    rate = _rate_ratio(annual_rate)
-    balance = _cents(loan_amount)
+    rate = rate_ratio(annual_rate)
+    balance = cents(loan_amount)
     paid = total = 0
-    formula_emi = _cents(installment(loan_amount, annual_rate, tenure))
+    formula_emi = cents(installment(loan_amount, annual_rate, tenure))
     if emis_paid_on_time:
-        for number, interest, principal, after in _steps(balance, rate, formula_emi, first=1, tenure=tenure):
+        for number, interest, principal, after in steps(balance, rate, formula_emi, first=1, tenure=tenure):
             paid, total, balance = number, total + interest + principal, after
             if number == emis_paid_on_time:
                 break
-    left = sum(1 for _ in _steps(balance, rate, _cents(monthly_installment), first=paid + 1, tenure=tenure))
+    left = sum(1 for _ in steps(balance, rate, cents(monthly_installment), first=paid + 1, tenure=tenure))
     return Servicing(
-        outstanding=_money(balance),
+        outstanding=money(balance),
         installments_paid=paid,
-        amount_paid=_money(total),
+        amount_paid=money(total),
         repayments_left=left,
         paid_off_on=add_months(start_date, paid) if balance == 0 else None,
     )

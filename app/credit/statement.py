@@ -16,9 +16,11 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from itertools import islice
+from typing import NamedTuple
 
-from app.credit.policy import add_months
-from app.credit.schedule import Installment, LoanState, schedule
+from app.credit.policy import add_months, installment
+from app.credit.schedule import LoanState, cents, due_dates, rate_ratio, steps
 
 
 class LoanStatus(StrEnum):
@@ -81,59 +83,82 @@ class PaymentRecord:
     on_time: bool
 
 
-@dataclass(frozen=True, slots=True)
-class StatementLine:
-    installment: Installment
+class Line(NamedTuple):
+    """One installment of a statement. Figures in cents: a statement has up to 600 lines to render."""
+
+    number: int
+    due_date: dt.date
+    amount: int
+    principal: int
+    interest: int
+    balance_after: int
     status: InstallmentStatus
     paid_on: dt.date | None
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    lines: list[StatementLine]
+    lines: list[Line]
     days_past_due: int
     delinquency_class: DelinquencyClass
     loan_status: LoanStatus
-    next_installment: Installment | None  # the next unpaid one, which may be overdue
+    next_installment: Line | None  # the next unpaid one, which may be overdue
     payoff_amount: Decimal
 
 
 def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -> Statement:
     """`state` is the loan as stored (after every payment); `payments` its API payments, oldest first."""
+    rate = rate_ratio(state.annual_rate)
+    start, tenure = state.start_date, state.tenure
     settled_before = state.installments_paid - len(payments)  # imported: the first ones, dates unknown
-    lines: list[StatementLine] = []
+    lines: list[Line] = []
     if settled_before:
-        formula = schedule(state.loan_amount, state.annual_rate, state.tenure, state.start_date)
-        lines.extend(
-            StatementLine(row, InstallmentStatus.PAID_ON_TIME, None) for row in formula[:settled_before]
-        )
+        formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
+        formula = steps(cents(state.loan_amount), rate, formula_emi, first=1, tenure=tenure)
+        for (number, interest, principal, after), due in zip(
+            islice(formula, settled_before), due_dates(start, 1, settled_before), strict=True
+        ):
+            lines.append(
+                Line(number, due, interest + principal, principal, interest, after, _PAID_ON_TIME, None)
+            )
     # Each payment's balance after: what is owed now plus the principal of the payments after it.
-    balance = state.outstanding + sum((p.principal for p in payments), Decimal(0))
-    for payment in payments:
-        balance -= payment.principal
-        row = Installment(
-            number=payment.installment_number,
-            due_date=add_months(state.start_date, payment.installment_number),
-            amount=payment.amount,
-            principal=payment.principal,
-            interest=payment.interest,
-            balance_after=balance,
+    balance = cents(state.outstanding) + sum(cents(p.principal) for p in payments)
+    for p in payments:
+        principal = cents(p.principal)
+        balance -= principal
+        lines.append(
+            Line(
+                p.installment_number,
+                add_months(start, p.installment_number),
+                cents(p.amount),
+                principal,
+                cents(p.interest),
+                balance,
+                _PAID_ON_TIME if p.on_time else _PAID_LATE,
+                p.paid_on,
+            )
         )
-        status = InstallmentStatus.PAID_ON_TIME if payment.on_time else InstallmentStatus.PAID_LATE
-        lines.append(StatementLine(row, status, payment.paid_on))
-    remaining = state.remaining()
-    lines.extend(
-        StatementLine(
-            row, InstallmentStatus.OVERDUE if row.due_date < today else InstallmentStatus.UPCOMING, None
-        )
-        for row in remaining
+    first = state.installments_paid + 1
+    projected = steps(
+        cents(state.outstanding), rate, cents(state.monthly_installment), first=first, tenure=tenure
     )
-    dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)
+    unpaid = len(lines)
+    # strict=False: the projection may end before the tenure (rounding, or an EMI above the formula's).
+    for (number, interest, principal, after), due in zip(
+        projected, due_dates(start, first, tenure), strict=False
+    ):
+        status = _OVERDUE if due < today else _UPCOMING
+        lines.append(Line(number, due, interest + principal, principal, interest, after, status, None))
+    dpd = days_past_due(start, state.installments_paid, state.paid_off, today)
     return Statement(
         lines=lines,
         days_past_due=dpd,
         delinquency_class=delinquency_class(dpd),
-        loan_status=loan_status(state.start_date, state.installments_paid, state.paid_off, today),
-        next_installment=remaining[0] if remaining else None,
+        loan_status=loan_status(start, state.installments_paid, state.paid_off, today),
+        next_installment=lines[unpaid] if unpaid < len(lines) else None,
         payoff_amount=state.payoff,
     )
+
+
+_PAID_ON_TIME, _PAID_LATE = InstallmentStatus.PAID_ON_TIME, InstallmentStatus.PAID_LATE
+_OVERDUE, _UPCOMING = InstallmentStatus.OVERDUE, InstallmentStatus.UPCOMING

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import cast
 
 from asyncpg import Record
-from sqlalchemy import Table, bindparam, insert, select, text
+from sqlalchemy import Date, Table, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import CreditProfile
@@ -168,7 +168,7 @@ async def loan_with_customer(db: ReadsWith, loan_id: int) -> Record | None:
 
 def _customer_loans(current: bool | None) -> Statement:
     join_on = Loan.customer_id == Customer.customer_id
-    today = bindparam("today")
+    today = bindparam("today", type_=Date())
     # As the credit policy counts them (_CURRENT above): current until the end date unless paid off before.
     if current is True:
         join_on &= (Loan.end_date >= today) & (Loan.paid_off_on.is_(None) | (Loan.paid_off_on > today))

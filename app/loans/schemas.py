@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -17,7 +17,12 @@ REPAYMENTS_LEFT_DOC = (
     "ends early because rounding repays the balance sooner; 0 when paid off."
 )
 
-LOAN_REQUEST_EXAMPLE = {"customer_id": 42, "loan_amount": 200000, "interest_rate": 10.5, "tenure": 24}
+LOAN_REQUEST_EXAMPLE: dict[str, Any] = {
+    "customer_id": 42,
+    "loan_amount": 200000,
+    "interest_rate": 10.5,
+    "tenure": 24,
+}
 # create-loan's 200: what a rejection looks like (the 201 example is CreateLoanOut's own).
 REJECTED_LOAN_EXAMPLE = {
     "loan_id": None,

@@ -61,11 +61,14 @@ async def make_payment(
     description="The loan's whole schedule (paid rows as paid, the rest projected from the outstanding "
     "principal with the EMI in force), its payments, and where it stands today: arrears (days past due and "
     "delinquency class), the next installment and the payoff amount.",
+    response_model=StatementOut,
     response_description="The statement.",
     responses=problem_responses(404, 422, 503),
 )
 @router.get("/view-statement/{customer_id}/{loan_id}/", include_in_schema=False)
 async def view_statement(
     customer_id: PathCustomerId, loan_id: PathLoanId, db: ReaderDep, today: TodayDep
-) -> StatementOut:
-    return await service.view_statement(db, customer_id, loan_id, today)
+) -> Response:
+    return Response(
+        await service.view_statement(db, customer_id, loan_id, today), media_type="application/json"
+    )

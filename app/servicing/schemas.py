@@ -13,7 +13,7 @@ from app.credit.statement import LoanStatus as ServicingStatus
 from app.loans.schemas import LOAN_STATUS_DOC, REPAYMENTS_LEFT_DOC
 from app.schemas import MAX_MONEY, CustomerId, DatabaseId, LoanId, Money, MoneyIn, Rate
 
-PAYMENT_EXAMPLE = {"amount": 9414.69, "paid_on": "2026-02-01"}
+PAYMENT_EXAMPLE: dict[str, Any] = {"amount": 9414.69, "paid_on": "2026-02-01"}
 
 
 def _iso_date_text(value: Any) -> Any:
@@ -132,7 +132,7 @@ class NextInstallmentOut(BaseModel):
 
 # A 3-month loan of 30,000 at 12%, its first installment paid the day before it was due; seen on 2026-03-20,
 # five days after the second one fell due.
-STATEMENT_EXAMPLE = {
+STATEMENT_EXAMPLE: dict[str, Any] = {
     "customer_id": 42,
     "loan_id": 1001,
     "principal": 30000.0,
@@ -193,8 +193,8 @@ STATEMENT_EXAMPLE = {
 }
 
 
-class StatementOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [STATEMENT_EXAMPLE]})
+class StatementHead(BaseModel):
+    """Everything in a statement but its installments and payments."""
 
     customer_id: CustomerId
     loan_id: LoanId
@@ -223,6 +223,11 @@ class StatementOut(BaseModel):
         description="What pays the loan off today, a currency amount: the outstanding principal plus the "
         "next installment's interest; 0 when paid off."
     )
+
+
+class StatementOut(StatementHead):
+    model_config = ConfigDict(json_schema_extra={"examples": [STATEMENT_EXAMPLE]})
+
     installments: list[InstallmentOut] = Field(
         description="The whole schedule: paid rows as paid, then the rest projected from the outstanding "
         "principal with the EMI in force."

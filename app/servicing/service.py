@@ -11,19 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.credit import schedule
-from app.credit.schedule import LoanState, PaymentRefused, Refusal
+from app.credit.schedule import LoanState, PaymentRefused, Refusal, money
 from app.credit.statement import PaymentRecord, loan_status, statement
 from app.db import Reader
 from app.errors import ImportInProgress, InvalidRequest, LoanPaidOff, NotFound, PaymentNotAccepted
 from app.servicing import queries
-from app.servicing.schemas import (
-    InstallmentOut,
-    NextInstallmentOut,
-    PaymentIn,
-    PaymentLineOut,
-    PaymentOut,
-    StatementOut,
-)
+from app.servicing.schemas import NextInstallmentOut, PaymentIn, PaymentLineOut, PaymentOut, StatementHead
+from app.servicing.statement_json import statement_json
 
 
 def _loan_not_found(customer_id: int, loan_id: int) -> NotFound:
@@ -147,7 +141,8 @@ def _payments(rows: list[Record]) -> list[PaymentRecord]:
     ]
 
 
-async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> StatementOut:
+async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> bytes:
+    """The statement as JSON (see app.servicing.statement_json): the document StatementOut describes."""
     rows = await queries.loan_statement(db, customer_id, loan_id)
     if not rows:
         raise _loan_not_found(customer_id, loan_id)
@@ -156,7 +151,7 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
     payments = _payments(rows)
     result = statement(state, payments, today)
     following = result.next_installment
-    return StatementOut(
+    head = StatementHead(
         customer_id=customer_id,
         loan_id=loan_id,
         principal=state.loan_amount,
@@ -169,24 +164,15 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
         days_past_due=result.days_past_due,
         delinquency_class=result.delinquency_class,
         next_due_date=following.due_date if following else None,
-        next_installment=NextInstallmentOut(due_date=following.due_date, amount=following.amount)
+        next_installment=NextInstallmentOut(due_date=following.due_date, amount=money(following.amount))
         if following
         else None,
         payoff_amount=result.payoff_amount,
-        installments=[
-            InstallmentOut(
-                number=line.installment.number,
-                due_date=line.installment.due_date,
-                amount=line.installment.amount,
-                principal=line.installment.principal,
-                interest=line.installment.interest,
-                balance_after=line.installment.balance_after,
-                status=line.status,
-                paid_on=line.paid_on,
-            )
-            for line in result.lines
-        ],
-        payments=[
+    )
+    return statement_json(
+        head,
+        result.lines,
+        [
             PaymentLineOut(
                 payment_id=p.payment_id,
                 paid_on=p.paid_on,

@@ -15,8 +15,11 @@ from app.credit.schedule import (
     PaymentRefused,
     Refusal,
     apply_payment,
+    due_dates,
+    imported_servicing,
     imported_state,
     monthly_interest,
+    project,
     schedule,
 )
 
@@ -184,3 +187,66 @@ def test_an_imported_loan_is_amortised_with_the_formulas_emi_not_the_workbooks()
     assert state.installments_paid == 3 and state.outstanding == rows[2].balance_after
     assert amount_paid == sum(row.amount for row in rows[:3])
     assert state.monthly_installment == Decimal("20000")  # the EMI in force from installment 4
+
+
+def decimal_schedule(balance: Decimal, rate: Decimal, emi: Decimal, tenure: int) -> list[tuple[Decimal, ...]]:
+    """The issue's rules, written plainly in Decimal: the oracle for the integer-cent stepping."""
+    rows = []
+    for number in range(1, tenure + 1):
+        if balance <= 0:
+            break
+        interest = monthly_interest(balance, rate)
+        principal = max(emi - interest, Decimal(0))
+        if number == tenure or principal >= balance:
+            principal = balance
+        balance -= principal
+        rows.append((principal + interest, principal, interest, balance))
+    return rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    amounts, rates, tenures, st.decimals(min_value=Decimal("0.00"), max_value=Decimal("9000000"), places=2)
+)
+def test_integer_cent_steps_equal_the_decimal_rules(
+    amount: Decimal, rate: Decimal, tenure: int, emi: Decimal
+) -> None:
+    projected = project(amount, rate, emi, start_date=START, tenure=tenure)
+    assert [(r.amount, r.principal, r.interest, r.balance_after) for r in projected] == decimal_schedule(
+        amount, rate, emi, tenure
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2200, 12, 31)),
+    st.integers(1, 600),
+    st.integers(0, 600),
+)
+def test_due_dates_are_add_months(start: dt.date, first: int, count: int) -> None:
+    last = first + count
+    assert list(due_dates(start, first, last)) == [add_months(start, k) for k in range(first, last + 1)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    amounts,
+    rates,
+    tenures,
+    st.decimals(min_value=Decimal("0.00"), max_value=Decimal("9000000"), places=2),
+    st.data(),
+)
+def test_imported_servicing_is_the_formula_schedule_up_to_the_emis_paid(
+    amount: Decimal, rate: Decimal, tenure: int, workbook_emi: Decimal, data: st.DataObject
+) -> None:
+    paid = data.draw(st.integers(0, tenure))
+    result = imported_servicing(amount, rate, tenure, START, workbook_emi, paid)
+    formula = decimal_schedule(amount, rate, installment(amount, rate, tenure), tenure)[:paid]
+    outstanding = formula[-1][3] if formula else amount
+    assert result.installments_paid == len(formula)
+    assert result.outstanding == outstanding and result.amount_paid == sum(
+        (row[0] for row in formula), Decimal(0)
+    )
+    rest = decimal_schedule(outstanding, rate, workbook_emi, tenure - len(formula)) if outstanding else []
+    assert result.repayments_left == len(rest)
+    assert result.paid_off_on == (add_months(START, len(formula)) if outstanding == 0 else None)

@@ -194,7 +194,11 @@ async def test_the_readmes_worked_over_payment(client: AsyncClient, borrow: Borr
     loan = await borrow(amount=100_000, rate=8, tenure=12)
     assert loan["monthly_installment"] == 8698.84
     body = (await pay(client, loan, 30_000)).json()
-    assert (body["interest"], body["principal"], body["outstanding_principal"]) == (666.67, 29333.33, 70666.67)
+    assert (body["interest"], body["principal"], body["outstanding_principal"]) == (
+        666.67,
+        29333.33,
+        70666.67,
+    )
     assert body["monthly_installment"] == 6684.06 and body["repayments_left"] == 11
     next_row = (await statement(client, loan))["installments"][1]
     assert next_row["interest"] == 471.11

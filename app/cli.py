@@ -219,6 +219,7 @@ def _print_report(report: IngestionReport) -> None:
         ("duplicates", "duplicates"),
         ("re-keyed", "rekeyed"),
         ("adopted", "adopted"),
+        ("serviced here", "serviced_here"),
     )
     for label, name in figures:
         table.add_row(label, *(f"{getattr(f, name):,}" for f in report.files))
@@ -252,6 +253,18 @@ def _print_report(report: IngestionReport) -> None:
                     highlight=False,
                 )
             _more(len(f.rekeyed_loans), f.rekeyed, "loans: source_loan_id <> loan_id")
+        if f.serviced_here_loans:
+            out.print(
+                f"{f.file}: {f.serviced_here:,} loans left as they are: they have payments through the API, "
+                "whose ledger the import does not override:"
+            )
+            for serviced in f.serviced_here_loans[:SHOWN_ROWS]:
+                out.print(
+                    f"  row {serviced.row}: customer {serviced.customer_id}, Loan ID "
+                    f"{serviced.workbook_loan_id} -> loan_id {serviced.loan_id}",
+                    highlight=False,
+                )
+            _more(len(f.serviced_here_loans), f.serviced_here, "loans: last_paid_on IS NOT NULL")
         if f.errors:
             out.print(f"{f.file}: {f.skipped:,} rows skipped:")
             for e in f.errors[:SHOWN_ROWS]:

@@ -34,6 +34,7 @@ from enum import StrEnum
 
 from app.credit.policy import CENT, add_months, installment
 
+MAX_TENURE = 600  # months: the longest loan the API grants and an import accepts
 _RATE_PRECISION = 50  # digits: r = rate / 1200 exactly enough that only the final rounding matters
 ZERO = Decimal("0.00")
 

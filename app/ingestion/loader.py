@@ -78,6 +78,13 @@ class RekeyedLoan(BaseModel):
     )
 
 
+class ServicedLoan(BaseModel):
+    row: int = Field(description="Row of the loan in the loans workbook.")
+    customer_id: int = Field(description="Customer the loan belongs to.")
+    workbook_loan_id: int = Field(description="Loan ID in the workbook (source_loan_id).")
+    loan_id: int = Field(description="The stored loan, left as it is.")
+
+
 class FileReport(BaseModel):
     file: FileKind = Field(description="Which workbook: `customers` or `loans`.")
     path: str = Field(description="The workbook's path, as the worker read it.")
@@ -121,6 +128,16 @@ class FileReport(BaseModel):
         "`source_loan_id <> loan_id`).",
     )
     rekeyed_not_shown: int = Field(default=0, description="Re-keyed rows beyond those listed.")
+    serviced_here: int = Field(
+        default=0,
+        description="Loans of the file that already have payments made through the API: the service keeps "
+        "their ledger, so the import leaves them exactly as they are (counted whether or not the workbook "
+        "row differs).",
+    )
+    serviced_here_loans: list[ServicedLoan] = Field(
+        default_factory=list, description=f"The first {MAX_LISTED} serviced-here loans, in row order."
+    )
+    serviced_here_not_shown: int = Field(default=0, description="Serviced-here loans beyond those listed.")
 
 
 class BatchInfo(BaseModel):
@@ -498,8 +515,12 @@ class CustomerLoader(_Loader):
         return _total(rows), listed
 
 
+# The workbook's columns, then the servicing state the reader computed from them (issue #11: the first
+# EMIs-paid installments amortised with the formula's EMI). A changed row changes both; a loan with payments
+# through the API is never changed (see _update_existing).
 _LOAN_VALUES = (
-    "loan_amount, tenure, interest_rate, monthly_installment, emis_paid_on_time, start_date, end_date"
+    "loan_amount, tenure, interest_rate, monthly_installment, emis_paid_on_time, start_date, end_date, "
+    "outstanding_principal, installments_paid, amount_paid, repayments_left, paid_off_on"
 )
 _LOAN_COLUMNS_DDL = """
     customer_id bigint NOT NULL,
@@ -510,7 +531,12 @@ _LOAN_COLUMNS_DDL = """
     monthly_installment numeric(14, 2) NOT NULL,
     emis_paid_on_time integer NOT NULL,
     start_date date NOT NULL,
-    end_date date NOT NULL
+    end_date date NOT NULL,
+    outstanding_principal numeric(14, 2) NOT NULL,
+    installments_paid integer NOT NULL,
+    amount_paid numeric(18, 2) NOT NULL,
+    repayments_left integer NOT NULL,
+    paid_off_on date
 """
 
 
@@ -668,6 +694,7 @@ class LoanLoader(_Loader):
             )
         )
         await self._list_superseded()
+        serviced, serviced_listed = await self._serviced_here()
         updated, preexisting = await self._update_existing()
         self.inserted += await self._insert_deferred()
         rekeyed, listed = await self._rekeyed()
@@ -675,11 +702,39 @@ class LoanLoader(_Loader):
         return self._report(
             inserted=self.inserted,
             updated=updated,
-            unchanged=preexisting - updated,
+            unchanged=preexisting - updated - serviced,
             rekeyed=rekeyed,
             rekeyed_loans=listed,
             rekeyed_not_shown=rekeyed - len(listed),
+            serviced_here=serviced,
+            serviced_here_loans=serviced_listed,
+            serviced_here_not_shown=serviced - len(serviced_listed),
         )
+
+    async def _serviced_here(self) -> tuple[int, list[ServicedLoan]]:
+        """Loans of the file that were there before it and have payments through the API (last_paid_on
+        set): their servicing is the service's own ledger now, so the import leaves them alone."""
+        rows = await self._rows(
+            """
+            SELECT f.row_number, f.customer_id, f.source_loan_id, t.loan_id, count(*) OVER () AS total
+            FROM ingest_final f
+            JOIN loans t ON t.loan_id = f.target_loan_id
+            WHERE t.last_paid_on IS NOT NULL AND NOT f.from_this_file
+            ORDER BY f.row_number
+            LIMIT :limit
+            """,
+            limit=MAX_LISTED,
+        )
+        listed = [
+            ServicedLoan(
+                row=r.row_number,
+                customer_id=r.customer_id,
+                workbook_loan_id=r.source_loan_id,
+                loan_id=r.loan_id,
+            )
+            for r in rows
+        ]
+        return _total(rows), listed
 
     async def _list_superseded(self) -> None:
         """Rows of a key that a later row of the same key replaced (only keys with rows set aside can
@@ -712,6 +767,7 @@ class LoanLoader(_Loader):
                 UPDATE loans t SET ({_LOAN_VALUES}) = ({_prefixed("f", _LOAN_VALUES)})
                 FROM ingest_final f
                 WHERE t.loan_id = f.target_loan_id
+                  AND t.last_paid_on IS NULL  -- serviced here: the API's payments are the ledger
                   AND ({_prefixed("t", _LOAN_VALUES)}) IS DISTINCT FROM ({_prefixed("f", _LOAN_VALUES)})
                 RETURNING f.from_this_file
             )

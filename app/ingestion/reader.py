@@ -37,6 +37,7 @@ from openpyxl.worksheet import _reader as _openpyxl_sheet_parser
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
 from app.credit.policy import approved_limit_for
+from app.credit.schedule import MAX_TENURE, imported_servicing
 from app.ingestion import workbook_limits
 from app.ingestion.workbook_limits import (
     EXCEL_MAX_COLUMNS,
@@ -269,6 +270,15 @@ def positive_count(value: Any) -> int:
     return number
 
 
+def tenure(value: Any) -> int:
+    """Months, 1..MAX_TENURE as the API takes them: every imported loan's schedule is stepped through, so a
+    hostile tenure of two billion months would stall the reader."""
+    months = positive_count(value)
+    if months > MAX_TENURE:
+        raise Invalid(f"more than {MAX_TENURE} months")
+    return months
+
+
 def count(value: Any) -> int:
     if type(value) is int and 0 <= value <= _INT_MAX:
         return value
@@ -457,7 +467,7 @@ LOANS = Schema(
         Field("customer_id", "Customer ID", ("customer_id",), identifier),
         Field("source_loan_id", "Loan ID", ("loan_id",), identifier),
         Field("loan_amount", "Loan Amount", (), positive_money),
-        Field("tenure", "Tenure", ("tenure_months",), positive_count),
+        Field("tenure", "Tenure", ("tenure_months",), tenure),
         Field("interest_rate", "Interest Rate", (), rate),
         Field(
             "monthly_installment",
@@ -819,6 +829,31 @@ SCHEMAS: dict[str, Schema] = {"customers": CUSTOMERS, "loans": LOANS}
 _FRAME = struct.Struct("!II")
 
 
+def with_servicing(row: LoanRow) -> tuple[Any, ...]:
+    """A valid loan row as staged: its columns, then the servicing state an import gives it (issue #11;
+    app.credit.schedule.imported_servicing). Computed here, in the reader's process, beside the parsing."""
+    servicing = imported_servicing(
+        row.loan_amount,
+        row.interest_rate,
+        row.tenure,
+        row.start_date,
+        row.monthly_installment,
+        row.emis_paid_on_time,
+    )
+    return (
+        *row,
+        servicing.outstanding,
+        servicing.installments_paid,
+        servicing.amount_paid,
+        servicing.repayments_left,
+        servicing.paid_off_on,
+    )
+
+
+def staged_rows(kind: str, rows: list[Any]) -> list[Any]:
+    return [with_servicing(row) for row in rows] if kind == "loans" else rows
+
+
 def rows_to_csv(rows: list[Any]) -> bytes:
     """Rows as CSV in COPY's dialect: None -> empty (NULL), Decimals and dates as their exact text."""
     buffer = io.StringIO()
@@ -873,7 +908,7 @@ def stream_workbooks(
         write_frame(out, {"type": "headers", "files": {kind: asdict(r.header) for kind, r in readers}})
         for kind, reader in readers:
             for batch in reader.batches(batch_rows):
-                write_frame(out, batch_meta(kind, batch), rows_to_csv(batch.rows))
+                write_frame(out, batch_meta(kind, batch), rows_to_csv(staged_rows(kind, batch.rows)))
             write_frame(out, {"type": "end", "file": kind, "peak_rss_kb": peak_rss_kb()})
     except WorkbookError as exc:
         write_frame(out, error_meta(str(exc)))

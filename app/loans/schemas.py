@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from app.credit.policy import Reason
+from app.credit.schedule import MAX_TENURE
 from app.credit.statement import LoanStatus as ServicingStatus
 from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, MoneyIn, PercentIn, Rate, WholeNumber
 
@@ -55,7 +56,7 @@ class LoanRequestIn(BaseModel):
         examples=[10.5],
     )
     tenure: Annotated[int, Strict(), WholeNumber] = Field(
-        ge=1, le=600, description="Duration in months (1-600).", examples=[24]
+        ge=1, le=MAX_TENURE, description=f"Duration in months (1-{MAX_TENURE}).", examples=[24]
     )
 
 

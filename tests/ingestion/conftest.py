@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
 from app.ingestion.jobs import JobState, enqueue_ingestion, get_job_state, job_id_for, job_namespace
+from app.models import Loan
 from app.sample_data import CUSTOMER_HEADERS, LOAN_HEADERS  # the real export's headers
 from tests.conftest import REDIS_URL, migrated_database
 from worker import WorkerSettings, shutdown, startup
@@ -243,7 +244,14 @@ async def dump(engine: AsyncEngine) -> dict[str, Any]:
                 " FROM customers ORDER BY customer_id"
             )
         )
-        loans = await conn.execute(text("SELECT xmin::text, * FROM loans ORDER BY loan_id"))
+        loan_columns = [
+            c.name
+            for c in Loan.__table__.columns
+            if c.name != "created_at"  # type: ignore[attr-defined]
+        ]
+        loans = await conn.execute(
+            text(f"SELECT xmin::text, {', '.join(loan_columns)}, created_at FROM loans ORDER BY loan_id")
+        )
         sequences = await conn.execute(
             text(
                 f"SELECT {sequence.format('customers', 'customer_id')}, {sequence.format('loans', 'loan_id')}"

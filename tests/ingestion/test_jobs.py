@@ -155,8 +155,8 @@ async def test_register_and_create_loan_work_right_after(
             await conn.execute(
                 text(
                     "INSERT INTO loans (customer_id, loan_amount, tenure, interest_rate, monthly_installment,"
-                    " start_date, end_date) VALUES (1, 1, 1, 1, 1, '2024-01-01', '2024-02-01')"
-                    " RETURNING loan_id"
+                    " start_date, end_date, outstanding_principal, repayments_left)"
+                    " VALUES (1, 1, 1, 1, 1, '2024-01-01', '2024-02-01', 1, 1) RETURNING loan_id"
                 )
             )
         ).scalar_one()
@@ -292,8 +292,8 @@ async def test_loan_ids_held_by_existing_rows_or_earlier_rows_are_rekeyed(
         await conn.execute(
             text(
                 "INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,"
-                " monthly_installment, start_date, end_date)"
-                " VALUES (5000, 50, 1, 1, 1, 1, '2024-01-01', '2024-02-01')"
+                " monthly_installment, start_date, end_date, outstanding_principal, repayments_left)"
+                " VALUES (5000, 50, 1, 1, 1, 1, '2024-01-01', '2024-02-01', 1, 1)"
             )
         )
     customers = write_xlsx(tmp_path / "c.xlsx", CUSTOMER_HEADERS, [customer(1), customer(2), customer(3)])
@@ -538,7 +538,7 @@ async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
     db: AsyncEngine, tmp_path: Path
 ) -> None:
     from app.ingestion.loader import BatchInfo, LoanLoader
-    from app.ingestion.reader import LOANS, SheetReader, batch_meta, rows_to_csv
+    from app.ingestion.reader import LOANS, SheetReader, batch_meta, rows_to_csv, staged_rows
 
     async with db.begin() as conn:
         await conn.execute(insert_customer(customer(1), source_customer_id=1))
@@ -556,14 +556,16 @@ async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
         await loader.start(conn)
         for batch in batches[:2]:
             await loader.add_batch(
-                BatchInfo.model_validate(batch_meta("loans", batch)), rows_to_csv(batch.rows)
+                BatchInfo.model_validate(batch_meta("loans", batch)),
+                rows_to_csv(staged_rows("loans", batch.rows)),
             )
         assert loader.held == 6
         assert await conn.scalar(text("SELECT count(*) FROM loans")) == 0  # nothing placed yet
         customers_loaded.set()
         for batch in batches[2:]:
             await loader.add_batch(
-                BatchInfo.model_validate(batch_meta("loans", batch)), rows_to_csv(batch.rows)
+                BatchInfo.model_validate(batch_meta("loans", batch)),
+                rows_to_csv(staged_rows("loans", batch.rows)),
             )
         report = await loader.finish()
     assert (report.inserted, report.duplicates, report.rows_read) == (7, 1, 8)

@@ -585,3 +585,21 @@ def test_lean_parsing_refuses_a_row_wider_than_excel_while_it_is_parsed() -> Non
     with pytest.raises(workbook_limits.LimitExceeded, match="row 3 has"):
         list(_lean_iterparse(io.BytesIO(_sheet(f'<row r="3">{cells}</row>'))))
     assert len(list(_lean_iterparse(io.BytesIO(_sheet(f'<row r="3">{"<c/>" * 16_384}</row>'))))) > 16_384
+
+
+def test_a_tenure_over_600_months_is_a_row_error_not_a_stalled_reader(tmp_path: Path) -> None:
+    path = write_xlsx(
+        tmp_path / "l.xlsx",
+        LOAN_HEADERS,
+        [
+            loan(1, 1, Tenure=600, **{"EMIs paid on Time": 0}),
+            loan(1, 2, Tenure=601),
+            loan(1, 3, Tenure=2**31 - 1),
+        ],
+    )
+    rows, errors, _ = read_all(path)
+    assert [row.tenure for row in rows] == [600]
+    assert [(e.row, e.column, e.reason) for e in errors] == [
+        (3, "Tenure", "more than 600 months"),
+        (4, "Tenure", "more than 600 months"),
+    ]

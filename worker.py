@@ -16,6 +16,7 @@ from app.idempotency.jobs import purge_expired_idempotency_keys
 from app.ingestion.jobs import RESULT_TTL_S, ingest_workbooks, worker_engine
 from app.observability.jobs import observed_job
 from app.observability.logging import configure_logging
+from app.policy_file import load_policy
 
 settings = get_settings()
 
@@ -25,6 +26,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     job_settings: Settings = ctx.setdefault("settings", settings)
     # After ARQ's own logging set-up: every line, ARQ's included, as JSON with the job's request id.
     configure_logging(job_settings.log_level, job_settings.log_format)
+    # The same policy file as the API's; an invalid one stops the worker here, naming the field.
+    ctx["policy"] = load_policy(job_settings.credit_policy_file)
     ctx["engine"] = worker_engine(job_settings)
     ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
 

@@ -51,6 +51,14 @@ TAGS = [
         "arrears and payoff).",
     },
     {
+        "name": "decisions",
+        "description": "Every create-loan decision on record (append-only), explained with its figures.",
+    },
+    {
+        "name": "policy",
+        "description": "The credit policy in force and every version decisions were made under.",
+    },
+    {
         "name": "ingestion",
         "description": "Background loading of lenders' customer and loan workbooks, and the jobs' reports.",
     },

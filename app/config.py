@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         "by another worker once the claim lapses.",
     )
 
+    credit_policy_file: str = Field(
+        default="",
+        description="A TOML file setting the credit policy's numbers (app/policy_file.py); empty = the "
+        "built-in policy. Validated at startup: an invalid file stops the API and the worker.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _normalise(cls, value: str) -> str:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.credit.policy import Policy
 from app.db import Reader, get_reader, unit_of_work
 
 
@@ -20,7 +21,19 @@ async def get_today(request: Request) -> dt.date:
     return request.app.state.clock().astimezone(dt.UTC).date()
 
 
+async def get_policy(request: Request) -> Policy:
+    """The credit policy the app loaded at startup (app.policy_file)."""
+    policy: Policy = request.app.state.policy
+    return policy
+
+
+async def get_request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
 SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
 # For endpoints that read with one statement and write nothing (see app.db.Reader).
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 TodayDep = Annotated[dt.date, Depends(get_today)]
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+RequestIdDep = Annotated[str | None, Depends(get_request_id)]

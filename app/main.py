@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,22 +11,39 @@ from typing import Any
 from arq import create_pool
 from arq.connections import RedisSettings
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
 from app.api_docs import DESCRIPTION, TAGS, TITLE
 from app.clock import utc_now
 from app.config import Settings, get_settings
+from app.credit.policy import Policy
 from app.customers.router import router as customers_router
 from app.db import create_engine, create_sessionmaker
+from app.decisions.router import router as decisions_router
 from app.errors import FieldError, Problem, install_error_handlers
 from app.ingestion.router import router as ingestion_router
 from app.loans.router import router as loans_router
 from app.observability.logging import configure_logging
 from app.observability.middleware import ObservabilityMiddleware
 from app.operations.router import router as operations_router
+from app.policies import queries as policy_queries
+from app.policies.router import router as policies_router
+from app.policy_file import load_policy
 from app.schemas import MAX_ID
 from app.security import install_security
 from app.servicing.router import router as servicing_router
+
+
+async def _register_policy(engine: AsyncEngine, policy: Policy) -> None:
+    """Store the policy's version now, so GET /api/policies/{version} knows it before any decision. Best
+    effort: with the database down the app still starts (/ready says so), and every decision's INSERT
+    stores the version too."""
+    try:
+        await policy_queries.register(engine, policy)
+    except (DBAPIError, OSError) as exc:
+        logging.getLogger(__name__).warning("policy %s not stored at startup: %s", policy.version, exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format)
+        # First: an invalid policy file stops the app here, with the message naming the field.
+        app.state.policy = load_policy(settings.credit_policy_file)
         engine = create_engine(settings)
         metrics.track_engine(engine)
         app.state.engine = engine
@@ -41,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.redis = await create_pool(
             RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.arq_queue_name
         )
+        await _register_policy(engine, app.state.policy)
         # Everything built so far (modules, schemas, routes, metadata) lives as long as the process. Left
         # to the cyclic GC, each full collection walked it all: 70-100 ms pauses of the worker, a dozen a
         # minute under load, and the whole p99. Frozen, full collections only see what requests create.
@@ -70,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(loans_router)
     app.include_router(servicing_router)
+    app.include_router(decisions_router)
+    app.include_router(policies_router)
     app.include_router(ingestion_router)
     app.include_router(operations_router)
     _declare_problem_schema(app)

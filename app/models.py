@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,10 +26,12 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MONEY = Numeric(14, 2)
 RATE = Numeric(5, 2)
+POINTS = Numeric(5, 2)  # a score component, 0-100
 # What a loan has received in all: interest over up to 600 installments can exceed MONEY's range.
 TOTAL_MONEY = Numeric(18, 2)
 
@@ -177,6 +180,60 @@ class Payment(Base):
     principal: Mapped[Decimal] = mapped_column(MONEY)
     on_time: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CreditPolicy(Base):
+    """Each effective credit policy once: the decisions recorded under its version can be explained."""
+
+    __tablename__ = "credit_policies"
+
+    version: Mapped[str] = mapped_column(String(12), primary_key=True)
+    policy_values: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    first_used: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CreditDecision(Base):
+    """A create-loan decision, approved or not, as it was made. Append-only (a trigger, migration 0005)."""
+
+    __tablename__ = "credit_decisions"
+    __table_args__ = (
+        CheckConstraint("approved = (loan_id IS NOT NULL)", name="loan_when_approved"),
+        Index("ix_credit_decisions_customer_id_decision_id", "customer_id", "decision_id"),
+    )
+
+    decision_id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("customers.customer_id", ondelete="RESTRICT")
+    )
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The application.
+    loan_amount: Mapped[Decimal] = mapped_column(MONEY)
+    interest_rate: Mapped[Decimal] = mapped_column(RATE)
+    tenure: Mapped[int] = mapped_column(Integer)
+    # The profile that was scored.
+    approved_limit: Mapped[Decimal] = mapped_column(MONEY)
+    monthly_salary: Mapped[Decimal] = mapped_column(MONEY)
+    current_debt: Mapped[Decimal] = mapped_column(TOTAL_MONEY)
+    current_emis: Mapped[Decimal] = mapped_column(TOTAL_MONEY)
+    emis_due: Mapped[int] = mapped_column(BigInteger)
+    emis_paid_due: Mapped[int] = mapped_column(BigInteger)
+    closed_loans: Mapped[int] = mapped_column(BigInteger)
+    loans_this_year: Mapped[int] = mapped_column(BigInteger)
+    # The score and the outcome.
+    credit_score: Mapped[int] = mapped_column(SmallInteger)
+    payment_history: Mapped[Decimal] = mapped_column(POINTS)
+    utilisation: Mapped[Decimal] = mapped_column(POINTS)
+    track_record: Mapped[Decimal] = mapped_column(POINTS)
+    recent_activity: Mapped[Decimal] = mapped_column(POINTS)
+    approved: Mapped[bool] = mapped_column(Boolean)
+    corrected_interest_rate: Mapped[Decimal | None] = mapped_column(RATE)
+    monthly_installment: Mapped[Decimal | None] = mapped_column(MONEY)
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(String(40)))
+    policy_version: Mapped[str] = mapped_column(
+        String(12), ForeignKey("credit_policies.version", ondelete="RESTRICT")
+    )
+    loan_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("loans.loan_id", ondelete="RESTRICT"))
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class IdempotencyKey(Base):

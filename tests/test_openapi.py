@@ -19,7 +19,7 @@ from app.main import create_app
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"
-TAGS = {"customers", "loans", "eligibility", "servicing", "ingestion", "operations"}
+TAGS = {"customers", "loans", "eligibility", "servicing", "decisions", "policy", "ingestion", "operations"}
 STABLE_IDS = {
     ("post", "/api/register"): "registerCustomer",
     ("post", "/api/check-eligibility"): "checkEligibility",

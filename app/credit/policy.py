@@ -5,17 +5,21 @@ and is rounded half-up only where a figure is presented or stored. The score its
 rational arithmetic so that a component sum landing on exactly ``x.5`` always rounds up, independent of any
 decimal context precision.
 
-Every weight, cap and slab lives in :data:`POLICY`; change the policy there and nowhere else.
+Every weight, cap and slab lives in a :class:`Policy`: the built-in :data:`POLICY`, or the one a lender's
+policy file gives (app/policy_file.py), handed to these functions by the services.
 """
 
 from __future__ import annotations
 
 import calendar
+import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "POLICY",
@@ -85,8 +89,48 @@ class Policy:
             + self.recent_activity_weight
         )
 
+    def values(self) -> dict[str, object]:
+        """The effective values as canonical JSON-ready data: Decimals as plain normalised strings
+        (12, 12.0 and 12.00 are one value), slabs as [threshold, floor] pairs."""
+
+        def plain(number: Decimal) -> str:
+            return f"{number.normalize():f}"
+
+        return {
+            "payment_history_weight": self.payment_history_weight,
+            "utilisation_weight": self.utilisation_weight,
+            "track_record_weight": self.track_record_weight,
+            "recent_activity_weight": self.recent_activity_weight,
+            "track_record_cap": self.track_record_cap,
+            "recent_activity_cap": self.recent_activity_cap,
+            "slabs": [[threshold, plain(floor)] for threshold, floor in self.slabs],
+            "max_emi_share_of_salary": plain(self.max_emi_share_of_salary),
+            "limit_income_multiplier": self.limit_income_multiplier,
+            "limit_rounding_unit": plain(self.limit_rounding_unit),
+        }
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> Policy:
+        """The policy `values()` describes (a recorded version's, say)."""
+        return cls(
+            **{
+                **{key: value for key, value in values.items() if key != "slabs"},
+                "slabs": tuple((int(threshold), Decimal(floor)) for threshold, floor in values["slabs"]),
+                "max_emi_share_of_salary": Decimal(values["max_emi_share_of_salary"]),
+                "limit_rounding_unit": Decimal(values["limit_rounding_unit"]),
+            }
+        )
+
+    @property
+    def version(self) -> str:
+        """The first 12 hex digits of the SHA-256 of `values()` in canonical JSON: decisions name it."""
+        canonical = json.dumps(self.values(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
 
 POLICY = Policy()
+"""The built-in policy; a lender's file (CREDIT_POLICY_FILE, app/policy_file.py) replaces it. Services are
+handed the loaded one; functions below take it as `policy`, defaulting to this for tests and tools."""
 
 
 # --------------------------------------------------------------------------------------------- calendar
@@ -212,14 +256,14 @@ _ZERO_BREAKDOWN = ScoreBreakdown(
 )
 
 
-def credit_score(profile: CreditProfile) -> ScoreBreakdown:
+def credit_score(profile: CreditProfile, policy: Policy = POLICY) -> ScoreBreakdown:
     """Score a profile 0..100. All components and the score are 0 when the current debt already exceeds
     the approved limit.
 
     Exact rational arithmetic on integer numerators and denominators (Decimal.as_integer_ratio is
     exact): the same figures fractions.Fraction gives, at a fifth of the cost on the eligibility path.
     """
-    p = POLICY
+    p = policy
     if profile.current_debt > profile.approved_limit:
         return _ZERO_BREAKDOWN
 
@@ -257,9 +301,9 @@ def credit_score(profile: CreditProfile) -> ScoreBreakdown:
     )
 
 
-def rate_floor(score: int) -> Decimal | None:
+def rate_floor(score: int, policy: Policy = POLICY) -> Decimal | None:
     """The minimum annual interest rate (percent) for ``score``; ``None`` when no slab applies (rejected)."""
-    for min_score_exclusive, floor in POLICY.slabs:
+    for min_score_exclusive, floor in policy.slabs:
         if score > min_score_exclusive:
             return floor
     return None
@@ -286,11 +330,11 @@ def installment(principal: Decimal, annual_rate: Decimal, tenure: int) -> Decima
         return emi.quantize(CENT, ROUND_HALF_UP)
 
 
-def approved_limit_for(monthly_income: Decimal) -> Decimal:
+def approved_limit_for(monthly_income: Decimal, policy: Policy = POLICY) -> Decimal:
     """Registration rule: ``36 x monthly income``, rounded half-up to the nearest 100000."""
     if monthly_income < 0:
         raise ValueError(f"monthly_income must not be negative, got {monthly_income}")
-    p = POLICY
+    p = policy
     with localcontext(prec=_EMI_PRECISION):
         units = (p.limit_income_multiplier * Decimal(monthly_income) / p.limit_rounding_unit).quantize(
             Decimal(1), ROUND_HALF_UP
@@ -321,14 +365,14 @@ class Decision:
     reasons: tuple[Reason, ...]
 
 
-def decide(profile: CreditProfile, request: LoanRequest) -> Decision:
+def decide(profile: CreditProfile, request: LoanRequest, policy: Policy = POLICY) -> Decision:
     """Apply the policy to a loan request.
 
     A rejection lists every check that fails. The EMI-vs-salary check needs an installment, which only
     exists when a slab applies, so it is not evaluated for a score of 10 or less.
     """
-    breakdown = credit_score(profile)
-    floor = rate_floor(breakdown.score)
+    breakdown = credit_score(profile, policy)
+    floor = rate_floor(breakdown.score, policy)
 
     corrected: Decimal | None = None
     emi: Decimal | None = None
@@ -345,7 +389,7 @@ def decide(profile: CreditProfile, request: LoanRequest) -> Decision:
         failing.append(Reason.LIMIT_EXCEEDED)
     if (
         emi is not None
-        and profile.current_emis + emi > POLICY.max_emi_share_of_salary * profile.monthly_salary
+        and profile.current_emis + emi > policy.max_emi_share_of_salary * profile.monthly_salary
     ):
         failing.append(Reason.EMI_OVER_HALF_SALARY)
 
@@ -371,21 +415,21 @@ def _pct(rate: Decimal) -> str:
     return f"{Decimal(rate).quantize(CENT, ROUND_HALF_UP)}%"
 
 
-def _rejection_text(reason: Reason, decision: Decision) -> str:
+def _rejection_text(reason: Reason, decision: Decision, policy: Policy) -> str:
     if reason is Reason.DEBT_OVER_LIMIT:
         return "current debt already exceeds the approved limit"
     if reason is Reason.CREDIT_SCORE_TOO_LOW:
-        lowest = POLICY.slabs[-1][0]
+        lowest = policy.slabs[-1][0]
         return f"credit score {decision.credit_score} is too low (must be above {lowest})"
     if reason is Reason.LIMIT_EXCEEDED:
         return "this loan would take total debt above the approved limit"
     if reason is Reason.EMI_OVER_HALF_SALARY:
-        share = (POLICY.max_emi_share_of_salary * 100).normalize()
+        share = (policy.max_emi_share_of_salary * 100).normalize()
         return f"total monthly installments would exceed {share:f}% of monthly salary"
     return reason.value
 
 
-def describe(decision: Decision) -> str:
+def describe(decision: Decision, policy: Policy = POLICY) -> str:
     """One human sentence explaining the decision (the create-loan ``message``)."""
     if decision.approved:
         assert decision.corrected_interest_rate is not None and decision.monthly_installment is not None
@@ -397,5 +441,5 @@ def describe(decision: Decision) -> str:
                 f"for credit score {decision.credit_score}) with a monthly installment of {emi}."
             )
         return f"Loan approved at {rate} with a monthly installment of {emi}."
-    why = "; ".join(_rejection_text(reason, decision) for reason in decision.reasons)
+    why = "; ".join(_rejection_text(reason, decision, policy) for reason in decision.reasons)
     return f"Loan not approved: {why}."

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Response, status
 
 from app.customers import service
 from app.customers.schemas import CustomerOut, RegisterRequest
-from app.deps import SessionDep
+from app.deps import PolicyDep, SessionDep
 from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.responses import problem_responses
 from app.retry import TransactionRetryRoute
@@ -27,6 +27,10 @@ router = APIRouter(prefix="/api", tags=["customers"], route_class=TransactionRet
     "/register/", status_code=status.HTTP_201_CREATED, response_model=CustomerOut, include_in_schema=False
 )
 async def register_customer(
-    data: RegisterRequest, session: SessionDep, idempotency: IdempotencyDep, response: Response
+    data: RegisterRequest,
+    session: SessionDep,
+    policy: PolicyDep,
+    idempotency: IdempotencyDep,
+    response: Response,
 ) -> CustomerOut | Response:
-    return await idempotency.run(response, lambda: service.register(session, data))
+    return await idempotency.run(response, lambda: service.register(session, data, policy))

@@ -7,15 +7,15 @@ from decimal import ROUND_HALF_UP
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import CENT, approved_limit_for
+from app.credit.policy import CENT, Policy, approved_limit_for
 from app.customers import queries
 from app.customers.schemas import CustomerOut, RegisterRequest
 from app.errors import Conflict
 
 
-async def register(session: AsyncSession, data: RegisterRequest) -> CustomerOut:
+async def register(session: AsyncSession, data: RegisterRequest, policy: Policy) -> CustomerOut:
     income = data.monthly_income.quantize(CENT, ROUND_HALF_UP)
-    limit = approved_limit_for(income)
+    limit = approved_limit_for(income, policy)
     try:
         row = await queries.insert_customer(
             session,

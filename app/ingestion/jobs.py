@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import metrics
 from app.config import Settings
+from app.credit.policy import POLICY, Policy
 from app.db import create_engine
 from app.import_locks import IMPORT_RUNNING_KEY
 from app.ingestion.loader import BatchInfo, CustomerLoader, FileKind, FileReport, LoanLoader
@@ -319,9 +320,11 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
     redis: Redis = ctx["redis"]
     job_id: str = ctx.get("job_id") or "direct"
     lease = asyncio.create_task(_keep_lease(redis, job_id, settings.ingestion_lease_s))
+    # The worker's loaded policy (its approved-limit rule fills an absent Approved Limit column).
+    policy: Policy = ctx.get("policy") or POLICY
     engine = job_engine(settings)
     try:
-        return await _ingest(settings, engine, redis, job_id, customers_path, loans_path)
+        return await _ingest(settings, policy, engine, redis, job_id, customers_path, loans_path)
     finally:
         lease.cancel()
         await asyncio.gather(lease, return_exceptions=True)
@@ -329,7 +332,13 @@ async def ingest_workbooks(ctx: dict[str, Any], customers_path: str, loans_path:
 
 
 async def _ingest(
-    settings: Settings, engine: AsyncEngine, redis: Redis, job_id: str, customers_path: str, loans_path: str
+    settings: Settings,
+    policy: Policy,
+    engine: AsyncEngine,
+    redis: Redis,
+    job_id: str,
+    customers_path: str,
+    loans_path: str,
 ) -> dict[str, Any]:
     started_at, started = dt.datetime.now(dt.UTC), time.perf_counter()
     paths: dict[FileKind, Path] = {"customers": Path(customers_path), "loans": Path(loans_path)}
@@ -339,7 +348,7 @@ async def _ingest(
     held_s: float | None = None
     # One reader process per file, both started now: the loans file is parsed on the second core while
     # the customers file loads, instead of after it.
-    readers = {kind: ReaderProcess(kind, paths[kind], settings) for kind in _KINDS}
+    readers = {kind: ReaderProcess(kind, paths[kind], settings, policy) for kind in _KINDS}
 
     def report(status: Literal["complete", "failed"], error: str | None = None) -> IngestionReport:
         return IngestionReport(
@@ -458,7 +467,7 @@ class ReaderProcess:
     parsing and writing: when the writer falls behind, the child blocks on a full pipe.
     """
 
-    def __init__(self, kind: FileKind, path: Path, settings: Settings) -> None:
+    def __init__(self, kind: FileKind, path: Path, settings: Settings, policy: Policy = POLICY) -> None:
         self.kind = kind
         self.path = path
         self.batch_rows = settings.ingestion_batch_rows
@@ -468,6 +477,9 @@ class ReaderProcess:
             f"--max-shared-strings-mb={settings.ingestion_max_shared_strings_mb}",
             f"--max-shared-strings={settings.ingestion_max_shared_strings}",
             f"--memory-mb={settings.ingestion_reader_memory_mb}",
+            # The policy's limit rule, for files without an Approved Limit column.
+            f"--limit-multiplier={policy.limit_income_multiplier}",
+            f"--limit-rounding-unit={policy.limit_rounding_unit}",
         ]
         self._process: asyncio.subprocess.Process | None = None
         self.peak_rss_kb = 0  # the child's, once it finished the file (or failed it)

@@ -23,7 +23,7 @@ import resource
 import struct
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +36,7 @@ from openpyxl.utils.datetime import from_excel
 from openpyxl.worksheet import _reader as _openpyxl_sheet_parser
 from openpyxl.xml.constants import SHEET_MAIN_NS
 
-from app.credit.policy import approved_limit_for
+from app.credit.policy import POLICY, Policy, approved_limit_for
 from app.credit.schedule import MAX_TENURE, imported_servicing
 from app.ingestion import workbook_limits
 from app.ingestion.workbook_limits import (
@@ -421,14 +421,14 @@ class Schema:
     row_type: type[CustomerRow] | type[LoanRow]
     # Checks across the fields of an otherwise valid row: row -> (field name, reason) or None.
     cross_checks: tuple[Callable[[Any], tuple[str, str] | None], ...] = ()
-    # Fields computed from the others when the file has no column for them.
-    derived: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Fields computed from the others (and the credit policy) when the file has no column for them.
+    derived: dict[str, Callable[[Any, Policy], Any]] = field(default_factory=dict)
 
 
-def limit_from_salary(row: CustomerRow) -> Decimal:
+def limit_from_salary(row: CustomerRow, policy: Policy) -> Decimal:
     """The registration rule, used only when the file has no Approved Limit column (the export's own
     limits do not follow it, so they are taken as given when present)."""
-    return approved_limit_for(row.monthly_salary)
+    return approved_limit_for(row.monthly_salary, policy)
 
 
 def _emis_within_tenure(row: LoanRow) -> tuple[str, str] | None:
@@ -654,9 +654,12 @@ def _printable(value: Any) -> str | None:
 class SheetReader:
     """The first visible worksheet of one workbook, read as typed rows. Use as a context manager."""
 
-    def __init__(self, path: Path, schema: Schema, limits: Limits | None = None) -> None:
+    def __init__(
+        self, path: Path, schema: Schema, limits: Limits | None = None, policy: Policy = POLICY
+    ) -> None:
         self.path = path
         self.schema = schema
+        self.policy = policy
         self.sheet = ""
         self.part = ""
         limits = limits or Limits()
@@ -768,7 +771,7 @@ class SheetReader:
                     reported += len(errors)
                 continue
             for name, compute in derived:
-                row = row._replace(**{name: compute(row)})
+                row = row._replace(**{name: compute(row, self.policy)})
             batch.rows.append(row)
             if len(batch.rows) >= batch_rows:
                 yield batch
@@ -896,6 +899,7 @@ def stream_workbooks(
     batch_rows: int,
     limits: Limits | None = None,
     memory_mb: int | None = None,
+    policy: Policy = POLICY,
 ) -> None:
     """Open every file and send all headers first (so the job fails before writing anything when one
     is unreadable or lacks a column), then each file's batches in order, each file closed by `end`.
@@ -904,7 +908,7 @@ def stream_workbooks(
     readers: list[tuple[str, SheetReader]] = []
     try:
         for kind, path in files:
-            readers.append((kind, SheetReader(path, SCHEMAS[kind], limits)))
+            readers.append((kind, SheetReader(path, SCHEMAS[kind], limits, policy)))
         write_frame(out, {"type": "headers", "files": {kind: asdict(r.header) for kind, r in readers}})
         for kind, reader in readers:
             for batch in reader.batches(batch_rows):
@@ -983,6 +987,8 @@ def main(argv: list[str] | None = None) -> None:
         default=workbook_limits.DEFAULT_READER_MEMORY_MB,
         help="address-space limit (RLIMIT_AS) of this process in MB; 0 = none",
     )
+    parser.add_argument("--limit-multiplier", type=int, default=POLICY.limit_income_multiplier)
+    parser.add_argument("--limit-rounding-unit", type=Decimal, default=POLICY.limit_rounding_unit)
     parser.add_argument("files", nargs="+", metavar="KIND=PATH", help="customers=PATH and/or loans=PATH")
     args = parser.parse_args(argv)
     files = [(kind, Path(path)) for kind, _, path in (item.partition("=") for item in args.files)]
@@ -995,7 +1001,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.set_int_max_str_digits(640)
     limit_address_space(args.memory_mb)
     try:
-        stream_workbooks(out, files, args.batch_rows, limits, args.memory_mb)
+        policy = replace(
+            POLICY,
+            limit_income_multiplier=args.limit_multiplier,
+            limit_rounding_unit=args.limit_rounding_unit,
+        )
+        stream_workbooks(out, files, args.batch_rows, limits, args.memory_mb, policy)
     except BaseException as exc:
         write_frame(out, error_meta(f"reader crashed: {type(exc).__name__}: {exc}"))
         raise

@@ -7,11 +7,9 @@ through app.db.Reader on the driver; the writes of create-loan go through its Se
 from __future__ import annotations
 
 import datetime as dt
-from decimal import Decimal
-from typing import cast
 
 from asyncpg import Record
-from sqlalchemy import Date, Table, bindparam, insert, select, text
+from sqlalchemy import Date, bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.credit.policy import CreditProfile
@@ -70,9 +68,6 @@ async def credit_profile(db: ReadsWith, customer_id: int, today: dt.date) -> Cre
     )
 
 
-# Built once, on the tables (Core, not ORM entities): create-loan then skips per-request statement
-# construction and the ORM's DML machinery; the SQL sent is the same.
-_LOANS = cast(Table, Loan.__table__)
 # One round trip: is an import that can change this customer's history running, and if not, the row lock.
 # The import check comes first and takes no row lock: while an import runs, its loans hold a key-share
 # lock on every customer they reference until it commits, and FOR UPDATE would wait there until
@@ -92,7 +87,6 @@ FROM (
     OFFSET 0
 ) g
 """)
-_INSERT_LOAN = insert(_LOANS).returning(_LOANS.c.loan_id)
 
 
 async def lock_customer(session: AsyncSession, customer_id: int) -> bool | None:
@@ -108,35 +102,6 @@ async def lock_customer(session: AsyncSession, customer_id: int) -> bool | None:
     if not row.clear:
         return False
     return True if row.locked else None  # None: deleted while we waited for the lock
-
-
-async def insert_loan(
-    session: AsyncSession,
-    *,
-    customer_id: int,
-    loan_amount: Decimal,
-    tenure: int,
-    interest_rate: Decimal,
-    monthly_installment: Decimal,
-    start_date: dt.date,
-    end_date: dt.date,
-    repayments_left: int,
-) -> int:
-    values = {
-        "customer_id": customer_id,
-        "loan_amount": loan_amount,
-        "tenure": tenure,
-        "interest_rate": interest_rate,
-        "monthly_installment": monthly_installment,
-        "emis_paid_on_time": 0,
-        "start_date": start_date,
-        "end_date": end_date,
-        "outstanding_principal": loan_amount,
-        "installments_paid": 0,
-        "amount_paid": 0,
-        "repayments_left": repayments_left,
-    }
-    return (await session.execute(_INSERT_LOAN, values)).scalar_one()
 
 
 _LOAN_WITH_CUSTOMER = Statement.compile(

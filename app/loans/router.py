@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import ReaderDep, SessionDep, TodayDep
+from app.deps import PolicyDep, ReaderDep, RequestIdDep, SessionDep, TodayDep
 from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
@@ -32,13 +32,16 @@ PathCustomerId = Annotated[int, Path(ge=1, le=MAX_ID, description="Customer iden
     operation_id="checkEligibility",
     summary="Check loan eligibility",
     description="Scores the customer from their loan history and decides whether a loan on these terms "
-    "would be approved, at which corrected rate and installment. Nothing is stored.",
+    "would be approved, at which corrected rate and installment. An inquiry, not an application: nothing "
+    "is stored, and no decision is recorded (create-loan's are).",
     response_description="The decision, the credit score and its components.",
     responses=problem_responses(404, 422, 503),
 )
 @router.post("/check-eligibility/", include_in_schema=False)
-async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep) -> EligibilityOut:
-    return await service.check_eligibility(db, data, today)
+async def check_eligibility(
+    data: LoanRequestIn, db: ReaderDep, today: TodayDep, policy: PolicyDep
+) -> EligibilityOut:
+    return await service.check_eligibility(db, data, today, policy)
 
 
 @router.post(
@@ -48,7 +51,8 @@ async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep)
     summary="Create a loan",
     status_code=status.HTTP_201_CREATED,
     description="Decides exactly as check-eligibility does and, when approved, stores the loan at the "
-    "corrected rate starting today (201). A rejection stores nothing and answers 200 with the reason. "
+    "corrected rate starting today (201). A rejection answers 200 with the reasons and stores no loan. "
+    "Either way the decision is recorded (`decision_id`; GET /api/decisions/{decision_id} explains it). "
     "While a workbook import runs, a customer the import can change (one it created) gets 503 "
     "`import-in-progress` with `Retry-After`: the decision waits for the imported history.",
     response_model=CreateLoanOut,
@@ -72,10 +76,16 @@ async def check_eligibility(data: LoanRequestIn, db: ReaderDep, today: TodayDep)
     include_in_schema=False,
 )
 async def create_loan(
-    data: LoanRequestIn, session: SessionDep, today: TodayDep, response: Response, idempotency: IdempotencyDep
+    data: LoanRequestIn,
+    session: SessionDep,
+    today: TodayDep,
+    policy: PolicyDep,
+    request_id: RequestIdDep,
+    response: Response,
+    idempotency: IdempotencyDep,
 ) -> CreateLoanOut | Response:
     async def create() -> CreateLoanOut:
-        result = await service.create_loan(session, data, today)
+        result = await service.create_loan(session, data, today, policy, request_id)
         if not result.loan_approved:
             response.status_code = status.HTTP_200_OK
         return result

@@ -8,7 +8,17 @@ from pydantic import BaseModel, ConfigDict, Field, Strict
 from app.credit.policy import Reason
 from app.credit.schedule import MAX_TENURE
 from app.credit.statement import LoanStatus as ServicingStatus
-from app.schemas import MAX_MONEY, CustomerId, LoanId, Money, MoneyIn, PercentIn, Rate, WholeNumber
+from app.schemas import (
+    MAX_MONEY,
+    CustomerId,
+    DatabaseId,
+    LoanId,
+    Money,
+    MoneyIn,
+    PercentIn,
+    Rate,
+    WholeNumber,
+)
 
 LOAN_STATUS_DOC = (
     "`active`, `overdue` (an installment is unpaid past its due date) or `paid_off` (nothing is owed)."
@@ -32,6 +42,7 @@ REJECTED_LOAN_EXAMPLE = {
     "message": "Loan not approved: total monthly installments would exceed 50% of monthly salary.",
     "monthly_installment": None,
     "reasons": ["emi_over_half_salary"],
+    "decision_id": 5002,
 }
 
 
@@ -118,6 +129,7 @@ class CreateLoanOut(BaseModel):
                     "message": "Loan approved at 12.00% per year.",
                     "monthly_installment": 9414.69,
                     "reasons": ["rate_corrected"],
+                    "decision_id": 5001,
                 }
             ]
         }
@@ -131,6 +143,9 @@ class CreateLoanOut(BaseModel):
         description="Monthly installment of the new loan, a currency amount; null when not approved."
     )
     reasons: list[Reason] = Field(description="Machine-readable reasons for the decision.")
+    decision_id: DatabaseId = Field(
+        description="The recorded decision (approved or not): GET /api/decisions/{decision_id} explains it."
+    )
 
 
 class LoanCustomerOut(BaseModel):

@@ -8,10 +8,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.credit import policy
-from app.credit.policy import CreditProfile, Decision, LoanRequest
+from app.credit.policy import CreditProfile, Decision, LoanRequest, Policy
 from app.credit.schedule import installments_left
 from app.credit.statement import loan_status
 from app.db import Reader
+from app.decisions import queries as decision_queries
 from app.errors import ImportInProgress, NotFound
 from app.loans import queries
 from app.loans.schemas import (
@@ -54,16 +55,26 @@ def _eligibility(customer_id: int, data: LoanRequestIn, decision: Decision) -> E
     )
 
 
-async def check_eligibility(db: Reader, data: LoanRequestIn, today: dt.date) -> EligibilityOut:
+async def check_eligibility(
+    db: Reader, data: LoanRequestIn, today: dt.date, credit_policy: Policy
+) -> EligibilityOut:
+    """An inquiry, not an application: decided exactly as create-loan decides, and recorded nowhere."""
     profile = await queries.credit_profile(db, data.customer_id, today)
     if profile is None:
         raise _customer_not_found(data.customer_id)
-    decision = policy.decide(profile, _policy_request(data))
+    decision = policy.decide(profile, _policy_request(data), credit_policy)
     metrics.record_decision("check_eligibility", decision)
     return _eligibility(data.customer_id, data, decision)
 
 
-async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date) -> CreateLoanOut:
+async def create_loan(
+    session: AsyncSession,
+    data: LoanRequestIn,
+    today: dt.date,
+    credit_policy: Policy,
+    request_id: str | None,
+) -> CreateLoanOut:
+    """Decide, and record the decision (approved or not) with its effect, in the request's transaction."""
     # Serialise decisions per customer: the row lock is held until the request's transaction ends,
     # so concurrent requests for one customer decide one after another on fresh data.
     locked = await queries.lock_customer(session, data.customer_id)
@@ -78,10 +89,13 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
         )
     profile: CreditProfile | None = await queries.credit_profile(session, data.customer_id, today)
     assert profile is not None  # the row is locked: it cannot have disappeared
-    decision = policy.decide(profile, _policy_request(data))
+    request = _policy_request(data)
+    decision = policy.decide(profile, request, credit_policy)
     metrics.record_decision("create_loan", decision)
-    message = policy.describe(decision)
+    message = policy.describe(decision, credit_policy)
+    record = (data.customer_id, request, profile, decision, credit_policy, request_id)
     if not decision.approved:
+        decision_id = await decision_queries.record_rejection(session, *record)
         return CreateLoanOut(
             loan_id=None,
             customer_id=data.customer_id,
@@ -89,15 +103,12 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
             message=message,
             monthly_installment=None,
             reasons=list(decision.reasons),
+            decision_id=decision_id,
         )
     assert decision.corrected_interest_rate is not None and decision.monthly_installment is not None
-    loan_id = await queries.insert_loan(
+    decision_id, loan_id = await decision_queries.record_approval(
         session,
-        customer_id=data.customer_id,
-        loan_amount=data.loan_amount,
-        tenure=data.tenure,
-        interest_rate=decision.corrected_interest_rate,
-        monthly_installment=decision.monthly_installment,
+        *record,
         start_date=today,
         end_date=policy.add_months(today, data.tenure),
         repayments_left=installments_left(
@@ -117,6 +128,7 @@ async def create_loan(session: AsyncSession, data: LoanRequestIn, today: dt.date
         message=message,
         monthly_installment=decision.monthly_installment,
         reasons=list(decision.reasons),
+        decision_id=decision_id,
     )
 
 

@@ -32,6 +32,7 @@ async def test_approved_loan_is_stored_at_the_corrected_rate(
         "message": body["message"],
         "monthly_installment": 4707.35,
         "reasons": ["rate_corrected"],
+        "decision_id": body["decision_id"],
     }
     assert "12.00%" in body["message"]
     loan = (await session.execute(select(Loan).where(Loan.loan_id == body["loan_id"]))).scalar_one()

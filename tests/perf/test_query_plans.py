@@ -138,6 +138,9 @@ async def hot_statements(plan_database: PlanDatabase) -> list[Captured]:
     ]
     async with app.router.lifespan_context(app):
         app.state.clock = lambda: FIXED_NOW
+        # The lifespan already used a connection (it stores the policy version): close it, so every
+        # connection the requests use is opened with the capture's query logger attached.
+        await app.state.engine.dispose()
         capture = Capture(app.state.engine.sync_engine)
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://test") as client:

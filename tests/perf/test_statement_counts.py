@@ -152,7 +152,9 @@ async def test_create_loan_is_lock_read_insert(
         response = await client.post("/api/create-loan", json=body)
 
     assert response.status_code == 201, response.text
-    assert len(log) <= 3, str(log)
+    # Lock, read, and one INSERT for the loan and its decision's record.
+    assert len(log) == 3, str(log)
+    assert any("INSERT INTO loans" in s and "INSERT INTO credit_decisions" in s for s in log.statements)
 
 
 async def test_rejected_create_loan_does_not_insert(
@@ -166,7 +168,9 @@ async def test_rejected_create_loan_does_not_insert(
 
     assert response.status_code == 200, response.text
     assert response.json()["loan_approved"] is False
-    assert len(log) <= 2, str(log)
+    # Lock, read, and the decision's record: no loan.
+    assert len(log) == 3, str(log)
+    assert "INSERT INTO credit_decisions" in str(log) and "INSERT INTO loans" not in str(log)
 
 
 async def test_make_payment_is_lock_then_write(

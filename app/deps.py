@@ -21,6 +21,12 @@ async def get_today(request: Request) -> dt.date:
     return request.app.state.clock().astimezone(dt.UTC).date()
 
 
+async def get_now(request: Request) -> dt.datetime:
+    """The app clock's current instant, in UTC."""
+    now: dt.datetime = request.app.state.clock()
+    return now.astimezone(dt.UTC)
+
+
 async def get_policy(request: Request) -> Policy:
     """The credit policy the app loaded at startup (app.policy_file)."""
     policy: Policy = request.app.state.policy
@@ -35,5 +41,6 @@ SessionDep = Annotated[AsyncSession, Depends(unit_of_work, scope="function")]
 # For endpoints that read with one statement and write nothing (see app.db.Reader).
 ReaderDep = Annotated[Reader, Depends(get_reader)]
 TodayDep = Annotated[dt.date, Depends(get_today)]
+NowDep = Annotated[dt.datetime, Depends(get_now)]
 PolicyDep = Annotated[Policy, Depends(get_policy)]
 RequestIdDep = Annotated[str | None, Depends(get_request_id)]

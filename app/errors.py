@@ -6,6 +6,7 @@ Services raise these; they never know about HTTP. Routers never catch them.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -195,8 +196,29 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API documents at this path. Starlette's 405 names only the first route that
+    matched the path, and GET and PATCH /api/customers/{id} are two routes. Read from the OpenAPI
+    document (built once), which is what clients and the fuzzing hold the API to."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(request.app.state, "allowed_methods", None)
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((re.compile(f"^{pattern}/?$"), methods))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    allowed = set().union(*(methods for pattern, methods in table if pattern.match(path)))
+    return ", ".join(sorted(allowed)) if allowed else None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+        exc.headers = {**(exc.headers or {}), "Allow": allowed}
     code = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}.get(
         exc.status_code, "http-error"
     )

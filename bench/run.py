@@ -834,6 +834,13 @@ def seed_long_loans(url: str, ids: Ids, count: int = LONG_LOANS) -> list[tuple[i
     return [(r["customer_id"], r["loan_id"], str(emi)) for r in rows]
 
 
+def get_customer(ids: Ids, size: int = 20_000) -> Scenario:
+    rng = random.Random(4)
+    return Scenario(
+        "get-customer", [("GET", f"/api/customers/{rng.choice(ids.customers)}", None) for _ in range(size)]
+    )
+
+
 def make_payment(long_loans: list[tuple[int, int, str]]) -> Scenario:
     return Scenario(
         "make-payment",
@@ -1060,7 +1067,13 @@ def main(argv: list[str] | None = None) -> int:
         with start_api(url, config.redis_url, config.workers) as api:
             report["service"] = [
                 asdict(drive(api, scenario, config, "api"))
-                for scenario in (eligibility(ids), view_loan(ids.loans), view_loans(ids), create_loan(ids))
+                for scenario in (
+                    eligibility(ids),
+                    view_loan(ids.loans),
+                    view_loans(ids),
+                    get_customer(ids),
+                    create_loan(ids),
+                )
             ]
             long_loans = seed_long_loans(url, ids)
             report["service"] += [

@@ -92,3 +92,52 @@ async def test_0004_gives_loans_already_stored_their_servicing_state() -> None:
         fully_paid += new["paid_off_on"] is not None
     assert fully_paid > 1000  # the g % 4 == 3 rows paid every EMI
     assert {"ck_loans_outstanding_within_amount", "ck_loans_paid_off_when_repaid"} <= checks
+
+
+async def test_0005_upgrades_a_populated_database_and_its_decisions_are_append_only() -> None:
+    name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
+    url = await create_database(name)
+    try:
+        await asyncio.to_thread(run_migrations, url, "0004")
+        connection = await connect(url)
+        try:
+            await connection.execute(
+                """
+                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
+                                       approved_limit)
+                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
+                INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
+                                   monthly_installment, start_date, end_date, outstanding_principal,
+                                   repayments_left)
+                VALUES (1, 1, 1000, 12, 10, 88, '2026-01-01', '2027-01-01', 1000, 12);
+                """
+            )
+            await asyncio.to_thread(run_migrations, url)
+            await connection.execute(
+                """
+                INSERT INTO credit_policies (version, policy_values) VALUES ('abcdef012345', '{}');
+                INSERT INTO credit_decisions (customer_id, loan_amount, interest_rate, tenure, approved_limit,
+                    monthly_salary, current_debt, current_emis, emis_due, emis_paid_due, closed_loans,
+                    loans_this_year, credit_score, payment_history, utilisation, track_record,
+                    recent_activity, approved, reasons, policy_version, loan_id)
+                VALUES (1, 1000, 10, 12, 1800000, 50000, 0, 0, 0, 0, 0, 0, 85, 35, 30, 0, 20, true,
+                        '{within_policy}', 'abcdef012345', 1);
+                """
+            )
+            refusals = []
+            for statement in (
+                "UPDATE credit_decisions SET credit_score = 99",
+                "DELETE FROM credit_decisions",
+            ):
+                try:
+                    await connection.execute(statement)
+                except Exception as exc:  # asyncpg's InsufficientPrivilegeError
+                    refusals.append(str(exc))
+            kept = await connection.fetchval("SELECT count(*) FROM credit_decisions WHERE credit_score = 85")
+            loans = await connection.fetchval("SELECT count(*) FROM loans")
+        finally:
+            await connection.close()
+    finally:
+        await drop_database(name)
+    assert len(refusals) == 2 and all("append-only" in refusal for refusal in refusals)
+    assert (kept, loans) == (1, 1)

@@ -19,13 +19,14 @@ from app.db import ReadsWith, Statement, as_reader
 from app.policies.queries import REGISTER_SQL, register_parameters
 
 _DECISION_COLUMNS = """
-    customer_id, loan_amount, interest_rate, tenure, approved_limit, monthly_salary, current_debt,
+    decided_at, customer_id, loan_amount, interest_rate, tenure, approved_limit, monthly_salary, current_debt,
     current_emis, emis_due, emis_paid_due, closed_loans, loans_this_year, credit_score, payment_history,
     utilisation, track_record, recent_activity, approved, corrected_interest_rate, monthly_installment,
     reasons, policy_version, request_id
 """
 _DECISION_VALUES = """
-    :customer_id, :loan_amount, :interest_rate, :tenure, :approved_limit, :monthly_salary, :current_debt,
+    :decided_at, :customer_id, :loan_amount, :interest_rate, :tenure, :approved_limit, :monthly_salary,
+    :current_debt,
     :current_emis, :emis_due, :emis_paid_due, :closed_loans, :loans_this_year, :credit_score,
     :payment_history, :utilisation, :track_record, :recent_activity, :approved, :corrected_interest_rate,
     :monthly_installment, string_to_array(CAST(:reasons AS text), ','), :policy_version, :request_id
@@ -54,6 +55,7 @@ RETURNING decision_id, loan_id
 
 
 def _decision_values(
+    decided_at: dt.datetime,
     customer_id: int,
     request: LoanRequest,
     profile: CreditProfile,
@@ -63,6 +65,7 @@ def _decision_values(
 ) -> dict[str, Any]:
     breakdown = decision.breakdown
     return {
+        "decided_at": decided_at,
         "customer_id": customer_id,
         "loan_amount": request.loan_amount,
         "interest_rate": request.interest_rate,
@@ -92,6 +95,7 @@ def _decision_values(
 
 async def record_rejection(
     session: AsyncSession,
+    decided_at: dt.datetime,
     customer_id: int,
     request: LoanRequest,
     profile: CreditProfile,
@@ -99,13 +103,14 @@ async def record_rejection(
     policy: Policy,
     request_id: str | None,
 ) -> int:
-    values = _decision_values(customer_id, request, profile, decision, policy, request_id)
+    values = _decision_values(decided_at, customer_id, request, profile, decision, policy, request_id)
     decision_id: int = (await session.execute(_RECORD_REJECTION, values)).scalar_one()
     return decision_id
 
 
 async def record_approval(
     session: AsyncSession,
+    decided_at: dt.datetime,
     customer_id: int,
     request: LoanRequest,
     profile: CreditProfile,
@@ -118,7 +123,7 @@ async def record_approval(
     repayments_left: int,
 ) -> tuple[int, int]:
     """The loan and its decision, in one statement: (decision_id, loan_id)."""
-    values = _decision_values(customer_id, request, profile, decision, policy, request_id)
+    values = _decision_values(decided_at, customer_id, request, profile, decision, policy, request_id)
     values.update(start_date=start_date, end_date=end_date, repayments_left=repayments_left)
     row = (await session.execute(_RECORD_APPROVAL, values)).one()
     return row.decision_id, row.loan_id

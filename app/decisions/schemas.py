@@ -4,7 +4,7 @@ import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.credit.policy import Reason
+from app.credit.policy import POLICY, Reason
 from app.loans.schemas import ScoreBreakdownOut
 from app.schemas import CustomerId, DatabaseId, LoanId, Money, Rate
 
@@ -54,7 +54,7 @@ DECISION_EXAMPLE = {
     "corrected_interest_rate": 12.0,
     "monthly_installment": 42366.31,
     "reasons": ["limit_exceeded", "emi_over_half_salary"],
-    "policy_version": "3f2a9c1d0b7e",
+    "policy_version": POLICY.version,
     "loan_id": None,
     "request_id": "5f0c6d3e9b1a4e0f8a7d2c4b6e8f0a1c",
     "explanation": [

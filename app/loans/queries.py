@@ -18,24 +18,25 @@ from app.import_locks import IMPORT_RUNNING_KEY
 from app.models import Customer, Loan
 
 # Months elapsed exactly as the policy counts them (PostgreSQL age(): whole calendar months).
-_ELAPSED = """greatest(0, (extract(year from age(:today, l.start_date)) * 12
+ELAPSED_SQL = """greatest(0, (extract(year from age(:today, l.start_date)) * 12
                    + extract(month from age(:today, l.start_date)))::int)"""
 
 # A loan is current until its end date, unless paid off before (app.credit.policy.profile_from_loans).
-_CURRENT = "(l.end_date >= :today AND (l.paid_off_on IS NULL OR l.paid_off_on > :today))"
+CURRENT_SQL = "(l.end_date >= :today AND (l.paid_off_on IS NULL OR l.paid_off_on > :today))"
 # Installments a loan has: tenure, or once paid off those it took.
-_INSTALLMENTS = "(CASE WHEN l.paid_off_on <= :today THEN l.installments_paid ELSE l.tenure END)"
+INSTALLMENTS_SQL = "(CASE WHEN l.paid_off_on <= :today THEN l.installments_paid ELSE l.tenure END)"
 
 # The customer and every aggregate the credit policy needs, in a single statement. The loans side is
 # answered from ix_loans_customer_id_end_date (an index-only scan over one customer's loans).
 PROFILE_SQL = text(f"""
 SELECT c.monthly_salary,
        c.approved_limit,
-       coalesce(sum(l.loan_amount) FILTER (WHERE {_CURRENT}), 0) AS current_debt,
-       coalesce(sum(l.monthly_installment) FILTER (WHERE {_CURRENT}), 0) AS current_emis,
-       coalesce(sum(least({_INSTALLMENTS}, {_ELAPSED})), 0)::bigint AS emis_due,
-       coalesce(sum(least(l.emis_paid_on_time, {_INSTALLMENTS}, {_ELAPSED})), 0)::bigint AS emis_paid_due,
-       count(l.customer_id) FILTER (WHERE NOT {_CURRENT}) AS closed_loans,
+       coalesce(sum(l.loan_amount) FILTER (WHERE {CURRENT_SQL}), 0) AS current_debt,
+       coalesce(sum(l.monthly_installment) FILTER (WHERE {CURRENT_SQL}), 0) AS current_emis,
+       coalesce(sum(least({INSTALLMENTS_SQL}, {ELAPSED_SQL})), 0)::bigint AS emis_due,
+       coalesce(sum(least(l.emis_paid_on_time, {INSTALLMENTS_SQL}, {ELAPSED_SQL})), 0)::bigint
+           AS emis_paid_due,
+       count(l.customer_id) FILTER (WHERE NOT {CURRENT_SQL}) AS closed_loans,
        count(l.customer_id) FILTER (WHERE l.start_date >= :year_start AND l.start_date < :next_year)
            AS loans_this_year
 FROM customers c
@@ -134,7 +135,7 @@ async def loan_with_customer(db: ReadsWith, loan_id: int) -> Record | None:
 def _customer_loans(current: bool | None) -> Statement:
     join_on = Loan.customer_id == Customer.customer_id
     today = bindparam("today", type_=Date())
-    # As the credit policy counts them (_CURRENT above): current until the end date unless paid off before.
+    # As the credit policy counts them (CURRENT_SQL above): current until the end date unless paid off before.
     if current is True:
         join_on &= (Loan.end_date >= today) & (Loan.paid_off_on.is_(None) | (Loan.paid_off_on > today))
     elif current is False:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from app.deps import PolicyDep, ReaderDep, RequestIdDep, SessionDep, TodayDep
+from app.deps import NowDep, PolicyDep, ReaderDep, RequestIdDep, SessionDep, TodayDep
 from app.idempotency.service import REPLAYED_HEADER_DOC, IdempotencyDep
 from app.loans import service
 from app.loans.schemas import (
@@ -78,14 +78,14 @@ async def check_eligibility(
 async def create_loan(
     data: LoanRequestIn,
     session: SessionDep,
-    today: TodayDep,
+    now: NowDep,
     policy: PolicyDep,
     request_id: RequestIdDep,
     response: Response,
     idempotency: IdempotencyDep,
 ) -> CreateLoanOut | Response:
     async def create() -> CreateLoanOut:
-        result = await service.create_loan(session, data, today, policy, request_id)
+        result = await service.create_loan(session, data, now, policy, request_id)
         if not result.loan_approved:
             response.status_code = status.HTTP_200_OK
         return result

@@ -70,11 +70,12 @@ async def check_eligibility(
 async def create_loan(
     session: AsyncSession,
     data: LoanRequestIn,
-    today: dt.date,
+    now: dt.datetime,
     credit_policy: Policy,
     request_id: str | None,
 ) -> CreateLoanOut:
     """Decide, and record the decision (approved or not) with its effect, in the request's transaction."""
+    today = now.date()
     # Serialise decisions per customer: the row lock is held until the request's transaction ends,
     # so concurrent requests for one customer decide one after another on fresh data.
     locked = await queries.lock_customer(session, data.customer_id)
@@ -93,7 +94,7 @@ async def create_loan(
     decision = policy.decide(profile, request, credit_policy)
     metrics.record_decision("create_loan", decision)
     message = policy.describe(decision, credit_policy)
-    record = (data.customer_id, request, profile, decision, credit_policy, request_id)
+    record = (now, data.customer_id, request, profile, decision, credit_policy, request_id)
     if not decision.approved:
         decision_id = await decision_queries.record_rejection(session, *record)
         return CreateLoanOut(

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
+from app.credit.policy import POLICY
 from app.deps import PolicyDep, ReaderDep
 from app.errors import NotFound
 from app.policies import queries
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/api", tags=["policy"])
 Version = Annotated[
     str,
     Path(
-        pattern="^[0-9a-f]{12}$", description="A policy version (12 hex digits).", examples=["3f2a9c1d0b7e"]
+        pattern="^[0-9a-f]{12}$", description="A policy version (12 hex digits).", examples=[POLICY.version]
     ),
 ]
 

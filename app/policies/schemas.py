@@ -25,7 +25,7 @@ class PolicyValuesOut(BaseModel):
     slabs: list[SlabOut] = Field(
         description="Rate floors by score, highest score first; below the last: rejected."
     )
-    max_emi_share_of_salary: Decimal = Field(
+    max_emi_share_of_salary: Rate = Field(
         description="Most of the monthly salary all installments together may take (0.5 = 50%)."
     )
     limit_income_multiplier: int = Field(description="Approved limit = this x monthly income...")

@@ -603,3 +603,19 @@ def test_a_tenure_over_600_months_is_a_row_error_not_a_stalled_reader(tmp_path: 
         (3, "Tenure", "more than 600 months"),
         (4, "Tenure", "more than 600 months"),
     ]
+
+
+def test_the_reader_process_derives_limits_with_the_policy_it_is_handed(tmp_path: Path) -> None:
+    """The worker passes its loaded policy's limit rule to `python -m app.ingestion.reader`."""
+    import subprocess
+    import sys
+
+    headers = [h for h in CUSTOMER_HEADERS if h not in ("Approved Limit", "Age")]
+    path = write_xlsx(tmp_path / "c.xlsx", headers, [[1, "A", "B", 9_000_000_001, 62_500]])
+    frames = subprocess.run(
+        [sys.executable, "-m", "app.ingestion.reader", "--limit-multiplier=10", "--limit-rounding-unit=1000",
+         f"customers={path}"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    # 10 x 62,500 to the nearest thousand; the built-in rule would give 2,300,000.
+    assert b"625000" in frames and b"2300000" not in frames

@@ -122,6 +122,7 @@ async def hot_statements(plan_database: PlanDatabase) -> list[Captured]:
         ("view-loans all", "GET", f"/api/view-loans/{customer_id}?status=all", None),
         # An even loan (no seeded payments) of its customer (1 + g % CUSTOMERS), with an EMI of 500.
         ("make-payment", "POST", f"/api/make-payment/{1 + loan_id % CUSTOMERS}/{loan_id}", {"amount": 500}),
+        ("get-customer", "GET", f"/api/customers/{customer_id}", None),
         ("view-statement", "GET", f"/api/view-statement/{1 + loan_id % CUSTOMERS}/{loan_id}", None),
         (
             "register",
@@ -224,7 +225,8 @@ async def test_hot_statements_cover_every_endpoint(hot_statements: list[Captured
 
 
 @pytest.mark.parametrize(
-    "endpoint", ["check-eligibility", "view-loan", "view-loans", "view-loans all", "view-statement"]
+    "endpoint",
+    ["check-eligibility", "view-loan", "view-loans", "view-loans all", "view-statement", "get-customer"],
 )
 async def test_reads_are_one_round_trip_outside_the_test_harness(
     hot_statements: list[Captured], endpoint: str

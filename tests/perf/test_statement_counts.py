@@ -205,3 +205,18 @@ async def test_view_statement_is_one_statement_whatever_the_payment_count(
     assert response.status_code == 200, response.text
     assert len(response.json()["payments"]) == 3
     assert len(log) == 1, str(log)
+
+
+async def test_get_customer_is_one_statement_whatever_the_loan_count(
+    client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
+) -> None:
+    customer = await make_customer(monthly_income=200_000)
+    for _ in range(3):
+        await _loan_for(client, customer["customer_id"])
+
+    async with counting(connection) as log:
+        response = await client.get(f"/api/customers/{customer['customer_id']}")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["credit"]["active_loans"] == 3
+    assert len(log) == 1, str(log)

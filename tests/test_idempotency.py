@@ -67,7 +67,11 @@ async def test_the_first_response_with_a_key_is_the_response_without_one(
     keyed = await client.post("/api/create-loan", json=body, headers={"Idempotency-Key": new_key()})
 
     assert plain.status_code == keyed.status_code == 201
-    expected = {**plain.json(), "loan_id": keyed.json()["loan_id"]}
+    expected = {
+        **plain.json(),
+        "loan_id": keyed.json()["loan_id"],
+        "decision_id": keyed.json()["decision_id"],
+    }
     assert keyed.json() == expected
 
 

@@ -75,6 +75,12 @@ class PaymentNotAccepted(InvalidRequest):
     code, title = "payment-not-accepted", "Payment amount not accepted"
 
 
+class InstallmentTooSmall(InvalidRequest):
+    """Terms whose installment rounds to 0.00: a loan nobody could repay in cents."""
+
+    code, title = "installment-too-small", "Installment rounds to zero"
+
+
 class ImportInProgress(ServiceUnavailable):
     """A decision that an import still running could make stale: refused until the import commits."""
 

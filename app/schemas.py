@@ -13,10 +13,15 @@ from pydantic import BeforeValidator, Field, PlainSerializer, Strict, WithJsonSc
 MAX_ID = 2**63 - 1
 MAX_MONEY = Decimal("999999999999.99")  # NUMERIC(14,2)
 
+def _json_number(value: Decimal) -> float:
+    # `or 0.0`: -0 (a request may say -0.0) is answered as 0, never "-0.0".
+    return float(value) or 0.0
+
+
 # Money travels as a JSON number (never a string) and is a Decimal inside the service.
 # Values are at most 14 significant digits, which a JSON/float number renders exactly.
-Money = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
-Rate = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
+Money = Annotated[Decimal, PlainSerializer(_json_number, return_type=float, when_used="json")]
+Rate = Annotated[Decimal, PlainSerializer(_json_number, return_type=float, when_used="json")]
 
 
 def _whole_number(value: Any) -> Any:

@@ -105,7 +105,10 @@ KEY_REUSED = "https://credit-approval.dev/problems/idempotency-key-reused"
 # Refusals that depend on state no schema can express: a key reused with another body (the
 # idempotency-key draft's 422); a payment the loan cannot take now (below the installment's interest,
 # above the payoff, on a paid-off loan, or dated before the loan's latest payment or after today).
+# Also one cross-field rule a schema cannot state: terms whose installment rounds to 0.00 (a loan of 0.01
+# over 600 months) are refused.
 STATE_DEPENDENT = {
+    "https://credit-approval.dev/problems/installment-too-small",
     KEY_REUSED,
     "https://credit-approval.dev/problems/payment-not-accepted",
     "https://credit-approval.dev/problems/loan-paid-off",

@@ -24,13 +24,22 @@ from app.schemas import CustomerId, IncomeIn, Money, WholeNumber
 # maxLength would count the surrounding spaces that trimming removes). The whitespace class is spelled out
 # as what pydantic trims (Unicode White_Space), which is neither Python's `\s` nor ECMA-262's.
 _SPACE = r"\t\n\x0b\x0c\r\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Characters that show nothing: controls, and the format characters (zero-width space and joiners, bidi
+# marks, the soft hyphen, the BOM). A name must have at least one character that is neither these nor space.
+_INVISIBLE = r"\x01-\x1f\x7f-\x9f\xad\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
 # NUL is refused: PostgreSQL text cannot hold it.
-NAME_PATTERN = rf"^[{_SPACE}]*[^\x00{_SPACE}](?:[^\x00]{{0,98}}[^\x00{_SPACE}])?[{_SPACE}]*$"
+NAME_PATTERN = (
+    rf"^(?=[\s\S]*[^\x00{_INVISIBLE}{_SPACE}])"
+    rf"[{_SPACE}]*[^\x00{_SPACE}](?:[^\x00]{{0,98}}[^\x00{_SPACE}])?[{_SPACE}]*$"
+)
+_VISIBLE = re.compile(rf"[^\x00{_INVISIBLE}{_SPACE}]")
 
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    if not _VISIBLE.search(value):
+        raise ValueError("must contain a visible character")
     return value
 
 

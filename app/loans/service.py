@@ -13,7 +13,7 @@ from app.credit.schedule import installments_left
 from app.credit.statement import loan_status
 from app.db import Reader
 from app.decisions import queries as decision_queries
-from app.errors import ImportInProgress, NotFound
+from app.errors import ImportInProgress, InstallmentTooSmall, NotFound
 from app.loans import queries
 from app.loans.schemas import (
     CreateLoanOut,
@@ -33,6 +33,15 @@ def _customer_not_found(customer_id: int) -> NotFound:
 
 def _policy_request(data: LoanRequestIn) -> LoanRequest:
     return LoanRequest(loan_amount=data.loan_amount, interest_rate=data.interest_rate, tenure=data.tenure)
+
+
+def _refuse_zero_installment(data: LoanRequestIn, decision: Decision) -> None:
+    if decision.monthly_installment is not None and decision.monthly_installment == 0:
+        raise InstallmentTooSmall(
+            f"A loan of {data.loan_amount} over {data.tenure} months at {decision.corrected_interest_rate}% "
+            "has a monthly installment that rounds to 0.00; lend more or over fewer months.",
+            field="loan_amount",
+        )
 
 
 def _eligibility(customer_id: int, data: LoanRequestIn, decision: Decision) -> EligibilityOut:
@@ -63,6 +72,7 @@ async def check_eligibility(
     if profile is None:
         raise _customer_not_found(data.customer_id)
     decision = policy.decide(profile, _policy_request(data), credit_policy)
+    _refuse_zero_installment(data, decision)
     metrics.record_decision("check_eligibility", decision)
     return _eligibility(data.customer_id, data, decision)
 
@@ -92,6 +102,7 @@ async def create_loan(
     assert profile is not None  # the row is locked: it cannot have disappeared
     request = _policy_request(data)
     decision = policy.decide(profile, request, credit_policy)
+    _refuse_zero_installment(data, decision)
     metrics.record_decision("create_loan", decision)
     message = policy.describe(decision, credit_policy)
     record = (now, data.customer_id, request, profile, decision, credit_policy, request_id)

@@ -1,4 +1,4 @@
-# syntax=docker/dockerfile:1
+# No `# syntax=` line: it makes BuildKit fetch a frontend image from a registry; the built-in one is enough.
 # Production image: the API (default CMD), the ARQ worker and the migrations all run from it.
 # Dev-only files (tests, bench, app/devstack.py, the [dev] extra) stay out; see .dockerignore.
 
@@ -24,17 +24,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/app \
     WEB_CONCURRENCY=2 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
-# Code stays root-owned: the service user can read it, not change it.
+# Code stays root-owned: the service user can read it, not change it. The `app` package is in the venv
+# (installed once, in the builder); /app holds only what runs from a working directory.
 COPY alembic.ini worker.py ./
 COPY migrations ./migrations
-COPY app ./app
 USER app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

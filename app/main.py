@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import metrics
 from app.api_docs import DESCRIPTION, TAGS, TITLE
+from app.api_docs_pages import install_docs
 from app.clock import utc_now
 from app.config import Settings, get_settings
 from app.credit.policy import Policy
@@ -81,6 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by app.api_docs_pages, with local assets.
+        docs_url=None,
+        redoc_url=None,
         # Metrics are Prometheus (app.metrics) and no OpenTelemetry provider is configured: FastAPI's
         # native telemetry would only look the providers up again on every request (2% of a read).
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.clock = utc_now
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(customers_router)
     app.include_router(loans_router)
     app.include_router(servicing_router)

@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, Field, PlainSerializer, Strict, WithJsonSc
 MAX_ID = 2**63 - 1
 MAX_MONEY = Decimal("999999999999.99")  # NUMERIC(14,2)
 
+
 def _json_number(value: Decimal) -> float:
     # `or 0.0`: -0 (a request may say -0.0) is answered as 0, never "-0.0".
     return float(value) or 0.0

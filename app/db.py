@@ -131,6 +131,7 @@ class Reader:
             return await _fetch(fairy.driver_connection, statement.sql, args)
         except DBAPIError as error:
             if error.connection_invalidated:
+                _stale_pool(connection.sync_engine.pool, fairy, error.orig)
                 await connection.invalidate(error.orig)
             raise
 
@@ -193,7 +194,7 @@ async def _checkout_and_fetch(engine: AsyncEngine, sql: str, args: tuple[Any, ..
         rows = await _fetch(fairy.driver_connection, sql, args)
     except DBAPIError as error:
         if error.connection_invalidated:
-            fairy.invalidate(error.orig)
+            _stale_pool(engine.sync_engine.pool, fairy, error.orig)
         raise
     except BaseException:
         # Cancelled mid-statement: the connection may still be busy with it; do not hand it out again.
@@ -202,6 +203,14 @@ async def _checkout_and_fetch(engine: AsyncEngine, sql: str, args: tuple[Any, ..
     finally:
         fairy.close()  # back to the pool (after an invalidate, the pool replaces it)
     return rows
+
+
+def _stale_pool(pool: Pool, fairy: Any, error: BaseException | None) -> None:
+    """A lost connection means the server went away (a restart, a failover): invalidate this connection and
+    mark every connection made before now stale, so each is replaced at its next checkout instead of failing
+    one request each. It is what SQLAlchemy does itself on a disconnect in a Session; the Reader bypasses
+    that handling, so it calls the same pool method."""
+    pool._invalidate(fairy, error)
 
 
 async def _fetch(driver: asyncpg.Connection, sql: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:

@@ -137,17 +137,18 @@ class Stack:
             return url
         return _pg_url(self._start_postgres(), database)
 
-    def _start_postgres(self) -> int:
+    def _start_postgres(self, port: int | None = None) -> int:
+        """Start (or reuse) the embedded server on pgdata; on `port` when given (tests restart it there)."""
         with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR; we do not use it
             warnings.simplefilter("ignore")
             from pgserver._commands import POSTGRES_BIN_PATH as pg_bin  # dev extra
 
         pgdata = (self.data_dir / "pg").resolve()
         pgdata.mkdir(parents=True, exist_ok=True)
-        port = _running_postmaster_port(pgdata)
-        if port is not None:
-            log(f"PostgreSQL: reusing the embedded server already running on {pgdata} (port {port})")
-            return port
+        running = _running_postmaster_port(pgdata)
+        if running is not None:
+            log(f"PostgreSQL: reusing the embedded server already running on {pgdata} (port {running})")
+            return running
         user = _prepare_pg_user(pgdata, pg_bin) if os.geteuid() == 0 else None
         if not (pgdata / "PG_VERSION").exists():
             log(f"PostgreSQL: initialising {pgdata}" + (f" as system user {user!r}" if user else ""))
@@ -157,7 +158,7 @@ class Stack:
             done = subprocess.run(initdb, user=user, cwd=pgdata, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        port = free_port()
+        port = port or free_port()
         logfile = self.data_dir / "pg.log"
         log(f"PostgreSQL: starting embedded server on {LOCALHOST}:{port} (log {logfile})")
         with logfile.open("ab") as out:

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from arq.connections import RedisSettings
 from arq.cron import CronJob, cron
 
+from app import metrics
 from app.config import Settings, get_settings
 from app.db import create_sessionmaker
 from app.idempotency.jobs import purge_expired_idempotency_keys
@@ -19,6 +20,7 @@ from app.observability.logging import configure_logging
 from app.policy_file import load_policy
 
 settings = get_settings()
+_metrics_served: list[int] = []  # started once per process, whatever restarts ARQ does
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -29,6 +31,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     # The same policy file as the API's; an invalid one stops the worker here, naming the field.
     ctx["policy"] = load_policy(job_settings.credit_policy_file)
     ctx["engine"] = worker_engine(job_settings)
+    if job_settings.worker_metrics_port and not _metrics_served:
+        # The worker's metrics (ingestion rows, job durations) live in its own process or container.
+        metrics.start_metrics_server(job_settings.worker_metrics_port)
+        _metrics_served.append(job_settings.worker_metrics_port)
     ctx["sessionmaker"] = create_sessionmaker(ctx["engine"])
 
 

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         "by another worker once the claim lapses.",
     )
 
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="The ARQ worker serves its own Prometheus /metrics (ingestion rows, job durations) on "
+        "this port; 0 = off. The API's /metrics serves the API processes' metrics only.",
+    )
     credit_policy_file: str = Field(
         default="",
         description="A TOML file setting the credit policy's numbers (app/policy_file.py); empty = the "

@@ -203,9 +203,26 @@ def refresh_pool_gauge() -> None:
 # --- exposition ----------------------------------------------------------------------------------------
 
 
+def _forget_dead_processes() -> None:
+    """Drop the live gauges of processes that died without saying so (a killed uvicorn worker): their
+    files would keep, say, http_requests_in_flight up for good. Counters and histograms stay summed."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    for name in os.listdir(directory):
+        if not name.startswith("gauge_live"):
+            continue
+        try:
+            pid = int(name.rsplit("_", 1)[1].removesuffix(".db"))
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except (ValueError, IndexError, PermissionError):
+            continue  # not a pid file of ours, or another user's live process
+
+
 def render() -> tuple[bytes, str]:
     """The scrape body and its content type."""
     if MULTIPROCESS:
+        _forget_dead_processes()
         refresh_pool_gauge()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

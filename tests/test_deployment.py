@@ -281,3 +281,11 @@ def test_devstack_falls_back_to_the_local_server_then_to_embedding() -> None:
     assert resolve_url(None, local, lambda: True) == local
     assert resolve_url("", local, lambda: True) == local
     assert resolve_url(None, local, lambda: False) is None
+
+
+def test_the_worker_serves_its_own_metrics_inside_the_network(services: dict[str, dict[str, Any]]) -> None:
+    worker = services["worker"]
+    assert worker["environment"]["WORKER_METRICS_PORT"] == "${WORKER_METRICS_PORT:-9100}"
+    assert "9100" in worker["expose"] and "ports" not in worker
+    # It still gets every setting the other app services get.
+    assert set(services["api"]["environment"]) <= set(worker["environment"])

@@ -21,6 +21,10 @@ metrics.record_ingestion_rows("customers", "loaded", 5)
 metrics.HTTP_IN_FLIGHT.inc()
 if {exits}:
     metrics.mark_process_dead()
+if {stays}:
+    print("ready", flush=True)
+    import time
+    time.sleep(60)
 """
 
 SCRAPE = """
@@ -46,9 +50,19 @@ def run(code: str, directory: Path) -> str:
 
 
 def test_samples_from_several_processes_add_up(tmp_path: Path) -> None:
-    run(WORKER.format(exits=True), tmp_path)  # a worker that has shut down
-    run(WORKER.format(exits=False), tmp_path)  # one still serving (its files stay live)
-    text = run(SCRAPE, tmp_path)
+    run(WORKER.format(exits=True, stays=False), tmp_path)  # a worker that has shut down
+    run(WORKER.format(exits=False, stays=False), tmp_path)  # one killed: it never said it was going
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    serving = subprocess.Popen(  # one still serving: its live gauges count
+        [sys.executable, "-c", WORKER.format(exits=False, stays=True)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serving.stdout is not None and serving.stdout.readline().strip() == "ready"
+        text = run(SCRAPE, tmp_path)
+    finally:
+        serving.kill()
+        serving.wait()
 
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -56,9 +70,41 @@ def test_samples_from_several_processes_add_up(tmp_path: Path) -> None:
         for s in family.samples
     }
     route = (("method", "POST"), ("route", "/api/create-loan"), ("status_class", "2xx"))
-    assert samples[("http_requests_total", route)] == 2
-    assert samples[("loans_created_total", ())] == 2
-    assert samples[("ingestion_rows_total", (("file", "customers"), ("outcome", "loaded")))] == 10
-    # livesum: the exited process no longer counts.
+    assert samples[("http_requests_total", route)] == 3
+    assert samples[("loans_created_total", ())] == 3
+    assert samples[("ingestion_rows_total", (("file", "customers"), ("outcome", "loaded")))] == 15
+    # livesum: only the process still serving counts; the one that exited and the one killed do not.
     assert samples[("http_requests_in_flight", ())] == 1
     assert ("db_pool_checked_out_connections", ()) in samples
+
+
+def test_the_worker_serves_its_metrics_on_its_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = f"""
+import asyncio, urllib.request
+from app.config import Settings
+from app import metrics
+from worker import startup, shutdown
+async def main():
+    ctx = {{"settings": Settings(worker_metrics_port={port})}}
+    await startup(ctx)
+    metrics.record_ingestion_rows("loans", "loaded", 7)
+    print(urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
+    await shutdown(ctx)
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    text = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert 'ingestion_rows_total{file="loans",outcome="loaded"} 7.0' in text

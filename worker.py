@@ -16,10 +16,12 @@ from app.db import create_sessionmaker
 from app.idempotency.jobs import purge_expired_idempotency_keys
 from app.ingestion.jobs import RESULT_TTL_S, ingest_workbooks, worker_engine
 from app.observability.jobs import observed_job
-from app.observability.logging import configure_logging
+from app.observability.logging import arq_log_config, configure_logging
 from app.policy_file import load_policy
 
 settings = get_settings()
+# `arq worker.WorkerSettings --custom-log-dict worker.LOG_CONFIG`: ARQ's own start lines in LOG_FORMAT.
+LOG_CONFIG = arq_log_config(settings.log_level, settings.log_format)
 _metrics_served: list[int] = []  # started once per process, whatever restarts ARQ does
 
 

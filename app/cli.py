@@ -362,25 +362,34 @@ def serve(
         int | None, typer.Option(min=1, help="Worker processes (default: WEB_CONCURRENCY).")
     ] = None,
 ) -> None:
-    """Serve the API with uvicorn (uvloop, httptools)."""
+    """Serve the API with uvicorn (uvloop, httptools), its own lines in LOG_FORMAT from the first."""
     import uvicorn
 
+    from app.observability.logging import uvicorn_log_config
+
+    settings = get_settings()
     uvicorn.run(
         "app.main:app",
         host=host,
         port=port,
-        workers=workers or get_settings().web_concurrency,
+        workers=workers or settings.web_concurrency,
         loop="uvloop",
         http="httptools",
         access_log=False,  # the app logs requests itself
+        log_config=uvicorn_log_config(settings.log_level, settings.log_format),
     )
 
 
 @app.command()
 def worker() -> None:
-    """Run the ARQ worker (the same as `arq worker.WorkerSettings` from the project root)."""
+    """Run the ARQ worker (`arq worker.WorkerSettings` from the project root), logging in LOG_FORMAT from
+    its first line: the arq command's own logging set-up writes plain text until on_startup."""
     from arq.worker import run_worker
 
+    from app.observability.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # worker.py sits at the project root, outside the `app` package
     from worker import WorkerSettings

@@ -104,7 +104,8 @@ def test_each_app_service_runs_its_command(services: dict[str, dict[str, Any]]) 
     assert _command(services["migrate"]) == "alembic upgrade head"
     # The api runs the image's CMD, which empties the metrics directory first (whatever restarted it).
     assert "command" not in services["api"]
-    assert _command(services["worker"]) == "arq worker.WorkerSettings"
+    # --custom-log-dict: ARQ's own start lines in LOG_FORMAT (tests/test_start_lines.py runs it).
+    assert _command(services["worker"]) == "arq worker.WorkerSettings --custom-log-dict worker.LOG_CONFIG"
 
 
 def test_migrate_waits_for_a_healthy_database(services: dict[str, dict[str, Any]]) -> None:
@@ -184,8 +185,9 @@ def test_final_stage_is_non_root_healthchecked_and_serves_uvicorn() -> None:
     healthcheck = " ".join(_instructions(final, "HEALTHCHECK"))
     assert "http://127.0.0.1:8000/health" in healthcheck and "urllib" in healthcheck
     cmd = _instructions(final, "CMD")[-1]
-    assert "uvicorn app.main:app" in cmd and "--workers ${WEB_CONCURRENCY:-2}" in cmd
-    assert cmd.index('rm -rf \\"$PROMETHEUS_MULTIPROC_DIR\\"') < cmd.index("uvicorn")
+    # `credit-approval serve`: uvicorn on app.main:app with WEB_CONCURRENCY workers and JSON start lines.
+    assert "exec credit-approval serve --host 0.0.0.0 --port 8000" in cmd
+    assert cmd.index('rm -rf \\"$PROMETHEUS_MULTIPROC_DIR\\"') < cmd.index("credit-approval serve")
     assert any("--from=builder" in line and "/opt/venv" in line for line in _instructions(final, "COPY"))
 
 

@@ -151,3 +151,42 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
 
 
 atexit.register(stop_log_writer)
+
+
+def _dict_config(level: str, fmt: str, loggers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    formatter = (
+        "app.observability.logging.ConsoleFormatter"
+        if fmt == "console"
+        else "app.observability.logging.JsonFormatter"
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ours": {"()": formatter}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "ours", "stream": "ext://sys.stderr"}
+        },
+        "loggers": loggers,
+    }
+
+
+def uvicorn_log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
+    """uvicorn's `log_config`: its own lines ("Started server process", "Uvicorn running on") come out in
+    our format from the first one, before the app's lifespan routes everything through configure_logging."""
+    return _dict_config(
+        level,
+        fmt,
+        {
+            "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
+            "uvicorn.error": {"level": level.upper()},
+            # The app writes the access log itself (app.observability.middleware).
+            "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+        },
+    )
+
+
+def arq_log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
+    """For `arq --custom-log-dict`: ARQ's start lines in our format, before the worker's on_startup."""
+    return _dict_config(
+        level, fmt, {"arq": {"handlers": ["stderr"], "level": level.upper(), "propagate": False}}
+    )

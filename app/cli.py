@@ -365,6 +365,7 @@ def serve(
     """Serve the API with uvicorn (uvloop, httptools), its own lines in LOG_FORMAT from the first."""
     import uvicorn
 
+    from app.http_protocol import BoundedHttpToolsProtocol
     from app.observability.logging import uvicorn_log_config
 
     settings = get_settings()
@@ -374,7 +375,7 @@ def serve(
         port=port,
         workers=workers or settings.web_concurrency,
         loop="uvloop",
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # httptools, with request heads bounded (16 KiB, 100 fields)
         access_log=False,  # the app logs requests itself
         log_config=uvicorn_log_config(settings.log_level, settings.log_format),
     )

@@ -5,54 +5,20 @@ worker.LOG_CONFIG`. Each runs for real in a child process against a migrated dat
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from app.devstack import free_port
-from tests.conftest import REDIS_URL, ROOT, migrated_database
-
-BIN = Path(sys.executable).parent
+from tests.conftest import ROOT, migrated_database
+from tests.processes import BIN, environment, lines_until, serve, stop
 
 
 @pytest.fixture
 async def database_url() -> AsyncIterator[str]:
     async with migrated_database("credit_start_lines") as url:
         yield url
-
-
-def environment(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(
-        DATABASE_URL=database_url,
-        REDIS_URL=REDIS_URL,
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
-        ARQ_QUEUE_NAME=f"credit-approval:start-lines:{os.getpid()}",  # nobody else's jobs
-        WORKER_METRICS_PORT="0",
-        **extra,
-    )
-    return env
-
-
-def lines_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 60) -> list[str]:
-    """stderr lines up to and including the first that contains `marker`."""
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout_s
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            break  # exited
-        lines.append(line.rstrip("\n"))
-        if marker in line:
-            return lines
-    raise AssertionError(f"{marker!r} never came; the process wrote: {lines}")
 
 
 def assert_all_json(lines: list[str]) -> list[dict[str, object]]:
@@ -67,21 +33,8 @@ def assert_all_json(lines: list[str]) -> list[dict[str, object]]:
     return records
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def test_serve_writes_uvicorn_start_lines_as_json(database_url: str) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [str(BIN / "credit-approval"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=ROOT, env=environment(database_url), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    process = serve(database_url, free_port())
     try:
         lines = lines_until(process, "Uvicorn running on")
     finally:

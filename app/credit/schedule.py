@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
+from functools import lru_cache
 
 from app.credit.policy import CENT, add_months, installment
 
@@ -59,17 +60,27 @@ _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def due_dates(start_date: date, first: int, last: int) -> Iterator[date]:
-    """add_months(start_date, k) for k = first..last, stepped a month at a time: a statement needs up to
-    600 of them, and add_months' calendar lookup per date cost a third of rendering one."""
+    """add_months(start_date, k) for k = first..last, stepped a month at a time."""
+    for text in due_date_texts(start_date, first, last):
+        yield date.fromisoformat(text)
+
+
+def due_date_texts(start_date: date, first: int, last: int) -> list[str]:
+    """add_months(start_date, k) for k = first..last as ISO text: a statement renders up to 600 of them,
+    and building and formatting a date per line cost a third of rendering one. Months repeat across loans,
+    so each (month, day) is worked out once per process."""
     day = start_date.day
-    index = start_date.year * 12 + start_date.month - 1 + first
-    for _ in range(first, last + 1):
-        year, month0 = divmod(index, 12)
-        days = _DAYS_IN_MONTH[month0]
-        if month0 == 1 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
-            days = 29
-        yield date(year, month0 + 1, day if day <= days else days)
-        index += 1
+    index = start_date.year * 12 + start_date.month - 1
+    return [_month_day_text(index + k, day) for k in range(first, last + 1)]
+
+
+@lru_cache(maxsize=32_768)  # 80 years of months x 31 days of the month: a few MB at most
+def _month_day_text(index: int, day: int) -> str:
+    year, month0 = divmod(index, 12)
+    days = _DAYS_IN_MONTH[month0]
+    if month0 == 1 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        days = 29
+    return f"{year:04d}-{month0 + 1:02d}-{min(day, days):02d}"
 
 
 def cents(figure: Decimal) -> int:

@@ -151,6 +151,11 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
     payments = _payments(rows)
     result = statement(state, payments, today)
     following = result.next_installment
+    next_installment = (
+        NextInstallmentOut(due_date=dt.date.fromisoformat(following[1]), amount=money(following[2]))
+        if following
+        else None
+    )
     head = StatementHead(
         customer_id=customer_id,
         loan_id=loan_id,
@@ -163,10 +168,8 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
         loan_status=result.loan_status,
         days_past_due=result.days_past_due,
         delinquency_class=result.delinquency_class,
-        next_due_date=following.due_date if following else None,
-        next_installment=NextInstallmentOut(due_date=following.due_date, amount=money(following.amount))
-        if following
-        else None,
+        next_due_date=next_installment.due_date if next_installment else None,
+        next_installment=next_installment,
         payoff_amount=result.payoff_amount,
     )
     return statement_json(

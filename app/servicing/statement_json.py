@@ -20,21 +20,27 @@ _LINE = (
 )
 
 
-def _line(line: Line) -> str:
-    number, due, amount, principal, interest, after, status, paid_on = line
-    return _LINE % (
-        number,
-        due.isoformat(),
-        amount // 100,
-        amount % 100,
-        principal // 100,
-        principal % 100,
-        interest // 100,
-        interest % 100,
-        after // 100,
-        after % 100,
-        status.value,
-        "null" if paid_on is None else f'"{paid_on.isoformat()}"',
+def _installments(lines: list[Line]) -> str:
+    # One comprehension, no call per line: this is most of a statement's CPU.
+    return ",".join(
+        [
+            _LINE
+            % (
+                number,
+                due,
+                amount // 100,
+                amount % 100,
+                principal // 100,
+                principal % 100,
+                interest // 100,
+                interest % 100,
+                after // 100,
+                after % 100,
+                status,
+                "null" if paid_on is None else f'"{paid_on.isoformat()}"',
+            )
+            for number, due, amount, principal, interest, after, status, paid_on in lines
+        ]
     )
 
 
@@ -44,7 +50,7 @@ def statement_json(head: StatementHead, lines: list[Line], payments: list[Paymen
         (
             document[:-1].encode(),  # the head's closing brace: the two lists follow
             b',"installments":[',
-            ",".join(map(_line, lines)).encode(),
+            _installments(lines).encode(),
             b'],"payments":',
             _PAYMENTS.dump_json(payments),
             b"}",

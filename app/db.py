@@ -175,34 +175,40 @@ async def _fetch_pooled(engine: AsyncEngine, sql: str, args: tuple[Any, ...]) ->
 
 async def _checkout_and_fetch(engine: AsyncEngine, sql: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
     dialect = engine.dialect
-    try:
-        # The pool's checkout without a Connection around it: a third of engine.connect()'s cost.
-        fairy = await engine.raw_connection()
-    except dialect.loaded_dbapi.Error as error:
-        # What engine.connect() raises for the same failure (refused or unreachable servers already
-        # surface as OSError from both).
-        raise DBAPIError.instance(
-            None,
-            None,
-            error,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            dialect=dialect,
-            connection_invalidated=dialect.is_disconnect(error, None, None),
-        ) from error
-    try:
-        rows = await _fetch(fairy.driver_connection, sql, args)
-    except DBAPIError as error:
-        if error.connection_invalidated:
+    for attempt in (1, 2):
+        try:
+            # The pool's checkout without a Connection around it: a third of engine.connect()'s cost.
+            fairy = await engine.raw_connection()
+        except dialect.loaded_dbapi.Error as error:
+            # What engine.connect() raises for the same failure (refused or unreachable servers already
+            # surface as OSError from both).
+            raise DBAPIError.instance(
+                None,
+                None,
+                error,
+                dialect.loaded_dbapi.Error,
+                hide_parameters=True,
+                dialect=dialect,
+                connection_invalidated=dialect.is_disconnect(error, None, None),
+            ) from error
+        try:
+            return await _fetch(fairy.driver_connection, sql, args)
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
             _stale_pool(engine.sync_engine.pool, fairy, error.orig)
-        raise
-    except BaseException:
-        # Cancelled mid-statement: the connection may still be busy with it; do not hand it out again.
-        fairy.invalidate()
-        raise
-    finally:
-        fairy.close()  # back to the pool (after an invalidate, the pool replaces it)
-    return rows
+            if attempt == 2:
+                raise
+            # A pooled connection the server dropped (a restart, a failover): the pool is marked stale
+            # now, and one statement in autocommit is safe to send again, once, on a new connection. So
+            # a restart costs no request; a server still down fails the new connection at once.
+        except BaseException:
+            # Cancelled mid-statement: the connection may still be busy with it; do not hand it out again.
+            fairy.invalidate()
+            raise
+        finally:
+            fairy.close()  # back to the pool (after an invalidate, the pool replaces it)
+    raise AssertionError("unreachable")
 
 
 def _stale_pool(pool: Pool, fairy: Any, error: BaseException | None) -> None:

@@ -58,7 +58,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         running.stack.stop()
 
 
-async def test_the_api_recovers_from_a_restart_with_at_most_one_failed_request(cluster: Cluster) -> None:
+async def test_a_restart_costs_no_request(cluster: Cluster) -> None:
     settings = live_settings(cluster.url, db_pool_size=8)
     async with live_client(settings) as (_, client):
         customer = await register(client)
@@ -79,7 +79,8 @@ async def test_the_api_recovers_from_a_restart_with_at_most_one_failed_request(c
                 "tenure": 12,
             },
         )
-    assert statuses.count(200) >= 29 and set(statuses) <= {200, 503}, statuses
+    # Reads whose pooled connection died are sent again on a new one (app.db), writes start on a new one.
+    assert statuses == [200] * 30, statuses
     assert write.status_code == 201, write.text
 
 

@@ -135,10 +135,11 @@ def test_api_publishes_port_8000_on_localhost_unless_told_otherwise(
 
 
 def test_worker_replaces_the_http_healthcheck(services: dict[str, dict[str, Any]]) -> None:
-    # The probe writes no metrics files: the multiprocess directory is unset for it.
+    # The probe writes no metrics files: the multiprocess directory is unset for it (run for real in
+    # tests/test_metrics_multiprocess.py).
     assert (
         _healthcheck(services["worker"])
-        == "CMD env PROMETHEUS_MULTIPROC_DIR= arq --check worker.WorkerSettings"
+        == "CMD env -u PROMETHEUS_MULTIPROC_DIR arq --check worker.WorkerSettings"
     )
     assert services["migrate"]["healthcheck"] == {"disable": True}
 

@@ -108,3 +108,48 @@ asyncio.run(main())
         timeout=60,
     ).stdout
     assert 'ingestion_rows_total{file="loans",outcome="loaded"} 7.0' in text
+
+
+def test_the_compose_health_probe_passes_on_a_live_worker_and_writes_no_files(tmp_path: Path) -> None:
+    """The worker's healthcheck exactly as docker-compose.yml runs it, with the image's
+    PROMETHEUS_MULTIPROC_DIR set: it must pass while a worker is alive and leave no metrics file anywhere
+    (`env PROMETHEUS_MULTIPROC_DIR=` did not: prometheus-client took the empty value as multiprocess mode
+    in the working directory, which the image's user cannot write, and the worker never became healthy)."""
+    import asyncio
+    import time
+
+    import yaml
+
+    from tests.conftest import create_migrated_database, drop_database
+    from tests.processes import environment, lines_until, stop
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    probe = compose["services"]["worker"]["healthcheck"]["test"]
+    assert probe[0] == "CMD"
+    metrics_dir, cwd = tmp_path / "metrics", tmp_path / "cwd"
+    metrics_dir.mkdir()
+    cwd.mkdir()
+    name, url = asyncio.run(create_migrated_database("credit_probe"))
+    try:
+        env = {**environment(url), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PYTHONPATH": str(ROOT)}
+        env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+
+        def check() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(probe[1:], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+        no_worker = check()
+        assert no_worker.returncode == 1 and "Traceback" not in no_worker.stderr, no_worker.stderr
+        worker = subprocess.Popen(
+            [str(Path(sys.executable).parent / "arq"), "worker.WorkerSettings"],
+            cwd=ROOT, env=environment(url), stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            lines_until(worker, "Starting worker for")
+            time.sleep(1)  # its first health record
+            alive = check()
+        finally:
+            stop(worker)
+    finally:
+        asyncio.run(drop_database(name))
+    assert alive.returncode == 0, alive.stdout + alive.stderr
+    assert list(metrics_dir.iterdir()) == [] and list(cwd.iterdir()) == []

@@ -43,6 +43,7 @@ def test_serve_writes_uvicorn_start_lines_as_json(database_url: str) -> None:
     messages = [str(r.get("message", "")) for r in records]
     assert any("Started server process" in m for m in messages), messages
     assert any("Uvicorn running on" in m for m in messages), messages
+    assert not any("color_message" in r for r in records), records  # uvicorn's copy with colour codes
 
 
 def test_the_compose_worker_command_writes_arq_start_lines_as_json(database_url: str) -> None:

@@ -24,7 +24,12 @@ from app.observability.context import current
 ACCESS_LOGGER = "app.access"
 _HANDLER_MARK = "_credit_approval_handler"
 # LogRecord's own attributes: everything else in record.__dict__ came from `extra=` and is emitted.
-_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# uvicorn's `color_message` is its message again with terminal colour codes: noise in a log pipeline.
+_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 _PHONE_LIKE = re.compile(r"(?<!\d)\d{10}(?!\d)")
 _MASK = "[redacted]"
 

@@ -61,7 +61,7 @@ async def test_a_failing_statement_is_a_dbapi_error_and_the_connection_stays(poo
     assert (await reader.fetchrow(PID))["pid"] == before  # type: ignore[index]
 
 
-async def test_a_lost_connection_is_invalidated_and_replaced(
+async def test_a_lost_connection_is_replaced_and_the_read_sent_again(
     pooled: AsyncEngine, engine: AsyncEngine
 ) -> None:
     reader = Reader(pooled)
@@ -69,12 +69,40 @@ async def test_a_lost_connection_is_invalidated_and_replaced(
     async with engine.connect() as admin:
         await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
 
-    with pytest.raises(DBAPIError) as raised:
-        await reader.fetch(ECHO, value="x")
+    # The read is answered, on a new connection.
+    assert (await reader.fetchrow(PID))["pid"] != victim  # type: ignore[index]
+    assert checked_out(pooled) == 0
+
+
+async def test_a_read_that_loses_its_connection_twice_fails_as_a_lost_connection(
+    pooled: AsyncEngine, engine: AsyncEngine
+) -> None:
+    reader = Reader(pooled)
+    async with engine.connect() as admin:
+        # Each attempt's backend is terminated while the statement runs (autocommit: pg_stat_activity is
+        # read afresh each time, not from one transaction's snapshot).
+        await admin.execution_options(isolation_level="AUTOCOMMIT")
+        killer = asyncio.create_task(_terminate_sleepers(admin, count=2))
+        with pytest.raises(DBAPIError) as raised:
+            await reader.fetch(SLEEP)
+        await killer
 
     assert raised.value.connection_invalidated and is_connection_error(raised.value)
     assert checked_out(pooled) == 0
-    assert (await reader.fetchrow(PID))["pid"] != victim  # type: ignore[index]
+    assert (await reader.fetchrow(ECHO, value="x")) is not None
+
+
+async def _terminate_sleepers(admin: AsyncConnection, count: int) -> None:
+    killed = 0
+    while killed < count:
+        await asyncio.sleep(0.1)
+        result = await admin.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid() AND state = 'active'"
+            )
+        )
+        killed += len(result.all())
 
 
 async def test_a_cancelled_read_does_not_return_a_busy_connection(pooled: AsyncEngine) -> None:

@@ -987,8 +987,15 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
     ]
     text = "\n".join(lines)
     config.output.parent.mkdir(parents=True, exist_ok=True)
+    if config.output.exists():  # runs no script can make (the Docker stack) are kept below the figures
+        previous = config.output.read_text()
+        if RECORDED_BY_HAND in previous:
+            text += "\n" + previous[previous.index(RECORDED_BY_HAND) :]
     config.output.write_text(text)
     return text
+
+
+RECORDED_BY_HAND = "## Recorded by hand"
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:

@@ -38,8 +38,7 @@ USER app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-# Shell form through `exec` so uvicorn is PID 1 (gets SIGTERM) and WEB_CONCURRENCY is read at start.
-# The metrics directory is emptied first: /metrics sums every worker process's files (multiprocess mode).
-# `credit-approval serve`: uvicorn (uvloop, httptools, WEB_CONCURRENCY workers) with its own lines in
-# LOG_FORMAT from the first; the app writes its own access log, so uvicorn's is off.
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec credit-approval serve --host 0.0.0.0 --port 8000"]
+# `credit-approval serve` is PID 1 (gets SIGTERM): it empties the metrics directory (/metrics sums every
+# worker process's files), then runs uvicorn (uvloop, bounded httptools, WEB_CONCURRENCY workers) with its
+# own lines in LOG_FORMAT from the first; the app writes its own access log, so uvicorn's is off.
+CMD ["credit-approval", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -8,6 +8,7 @@ or an unusable file (the reason goes to stderr).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import zipfile
 from pathlib import Path
@@ -369,6 +370,7 @@ def serve(
     from app.observability.logging import uvicorn_log_config
 
     settings = get_settings()
+    _empty_metrics_directory()
     uvicorn.run(
         "app.main:app",
         host=host,
@@ -379,6 +381,19 @@ def serve(
         access_log=False,  # the app logs requests itself
         log_config=uvicorn_log_config(settings.log_level, settings.log_format),
     )
+
+
+def _empty_metrics_directory() -> None:
+    """Multiprocess metrics are summed over every file in PROMETHEUS_MULTIPROC_DIR: files of the processes of
+    an earlier start would count again (counters surviving a restart). Emptied before any worker starts,
+    whatever starts `serve` (the image, compose, systemd)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 @app.command()

@@ -186,9 +186,9 @@ def test_final_stage_is_non_root_healthchecked_and_serves_uvicorn() -> None:
     healthcheck = " ".join(_instructions(final, "HEALTHCHECK"))
     assert "http://127.0.0.1:8000/health" in healthcheck and "urllib" in healthcheck
     cmd = _instructions(final, "CMD")[-1]
-    # `credit-approval serve`: uvicorn on app.main:app with WEB_CONCURRENCY workers and JSON start lines.
-    assert "exec credit-approval serve --host 0.0.0.0 --port 8000" in cmd
-    assert cmd.index('rm -rf \\"$PROMETHEUS_MULTIPROC_DIR\\"') < cmd.index("credit-approval serve")
+    # `credit-approval serve` as PID 1: it empties the metrics directory, then runs uvicorn on app.main:app
+    # with WEB_CONCURRENCY workers and JSON start lines (both run for real in tests/).
+    assert cmd == '["credit-approval", "serve", "--host", "0.0.0.0", "--port", "8000"]'
     assert any("--from=builder" in line and "/opt/venv" in line for line in _instructions(final, "COPY"))
 
 

@@ -153,3 +153,24 @@ def test_the_compose_health_probe_passes_on_a_live_worker_and_writes_no_files(tm
         asyncio.run(drop_database(name))
     assert alive.returncode == 0, alive.stdout + alive.stderr
     assert list(metrics_dir.iterdir()) == [] and list(cwd.iterdir()) == []
+
+
+def test_serve_empties_the_metrics_directory_before_its_workers_start(tmp_path: Path) -> None:
+    import asyncio
+
+    from app.devstack import free_port
+    from tests.conftest import create_migrated_database, drop_database
+    from tests.processes import lines_until, serve, stop
+
+    stale = tmp_path / "counter_4242.db"  # a process of an earlier start
+    stale.write_bytes(b"x" * 16)
+    name, url = asyncio.run(create_migrated_database("credit_serve_metrics"))
+    try:
+        process = serve(url, free_port(), PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+        try:
+            lines_until(process, "Uvicorn running on")
+        finally:
+            stop(process)
+    finally:
+        asyncio.run(drop_database(name))
+    assert not stale.exists()

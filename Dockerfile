@@ -9,13 +9,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Runtime dependencies only (never the [dev] extra), in a layer that is rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+# Runtime dependencies only (never the [dev] extra), exactly as locked (`make lock`), hashes checked, in a
+# layer that is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 # The project itself, without dependencies: gives the venv the `credit-approval` console script.
-COPY README.md* ./
+COPY pyproject.toml README.md* ./
 COPY app ./app
 RUN pip install --no-deps .
 

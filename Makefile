@@ -4,15 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test run lint format bench clean
+.PHONY: install lock test run lint format bench clean
 
-$(STAMP): pyproject.toml
+# Exactly the locked versions (hashes checked), then the project itself without resolving anything.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve the locks from pyproject.toml, keeping every pin that still satisfies it. To move one
+# dependency: make lock UPGRADE="--upgrade-package fastapi"; all of them: make lock UPGRADE=--upgrade.
+LOCK := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --quiet $(UPGRADE)
+lock: install
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra dev -o requirements-dev.lock
 
 # Runs the whole suite against real PostgreSQL and Redis: the ones at TEST_DATABASE_URL / TEST_REDIS_URL,
 # else 127.0.0.1:5432 / :6379, else an embedded pair started under ./.data (app/devstack.py).
@@ -23,9 +32,11 @@ test: install
 run: install
 	$(BIN)/python -m app.devstack run
 
+# ruff's lint rules and format, then mypy (its files and strictness are in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

@@ -173,14 +173,14 @@ def _show_progress(
                 tasks[file.file], completed=file.rows_read, total=file.rows_read or 1, rate=rate, stage="done"
             )
     elif state is not None and state.progress is not None:
-        for file in state.progress.files:
-            done = file.stage == "done"
+        for moving in state.progress.files:
+            done = moving.stage == "done"
             progress.update(
-                tasks[file.file],
-                completed=file.rows_read,
-                total=(file.rows_read or 1) if done else None,
-                rate=file.rows_per_s,
-                stage=file.stage,
+                tasks[moving.file],
+                completed=moving.rows_read,
+                total=(moving.rows_read or 1) if done else None,
+                rate=moving.rows_per_s,
+                stage=moving.stage,
             )
     if final:
         for task in progress.tasks:

@@ -171,11 +171,13 @@ def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
 
 def test_builder_installs_dependencies_before_copying_the_code() -> None:
     builder = _stages()[0]
-    copy_pyproject = next(i for i, line in enumerate(builder) if re.match(r"COPY\s+pyproject\.toml", line))
+    copy_lock = next(i for i, line in enumerate(builder) if re.match(r"COPY\s+requirements\.lock\s", line))
     copy_code = next(i for i, line in enumerate(builder) if re.match(r"COPY\s+app\b", line))
     install_deps = next(i for i, line in enumerate(builder) if "pip install" in line)
-    assert copy_pyproject < install_deps < copy_code
-    assert any("pip install --no-deps" in line for line in builder[copy_code:])
+    assert copy_lock < install_deps < copy_code
+    # The runtime lock, exactly: every package pinned and hash-checked, nothing resolved at build time.
+    assert "--require-hashes" in builder[install_deps] and "-r requirements.lock" in builder[install_deps]
+    assert any("pip install --no-deps ." in line for line in builder[copy_code:])
 
 
 def test_final_stage_is_non_root_healthchecked_and_serves_uvicorn() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 from asyncpg import Record
 from sqlalchemy import RowMapping, insert, select, text, update
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import ReadsWith, Statement, as_reader
@@ -27,7 +26,8 @@ async def insert_customer(
     phone_number: int,
     monthly_salary: Decimal,
     approved_limit: Decimal,
-) -> Row[tuple[int]]:
+) -> int:
+    """The new customer's id."""
     statement = (
         insert(Customer)
         .values(
@@ -40,7 +40,7 @@ async def insert_customer(
         )
         .returning(Customer.customer_id)
     )
-    return (await session.execute(statement)).one()
+    return (await session.execute(statement)).scalar_one()
 
 
 _CUSTOMER_COLUMNS = """c.customer_id, c.first_name, c.last_name, c.age, c.phone_number, c.monthly_salary,

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from app.loans.schemas import ScoreBreakdownOut
 from app.schemas import CustomerId, IncomeIn, Money, WholeNumber
@@ -148,7 +149,7 @@ class CustomerOut(BaseModel):
     phone_number: int = Field(description="10-digit phone number.")
 
 
-CREDIT_EXAMPLE = {
+CREDIT_EXAMPLE: JsonDict = {
     "credit_score": 72,
     "score_breakdown": {
         "payment_history": 35.0,
@@ -224,16 +225,17 @@ class CustomerPatch(BaseModel):
     """Any of first_name, last_name, age, phone_number and monthly_income, validated as register does."""
 
     # The fields default to None only so that "not given" (model_fields_set) can be told apart: null is
-    # not a value any of them takes, and the document says so (_patch_schema).
+    # not a value any of them takes, and the document says so (_patch_schema). Hence the type: ignores:
+    # typed `X | None`, they would accept null.
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
 
-    first_name: Name = Field(default=None, description="Given name, 1-100 characters.")
-    last_name: Name = Field(default=None, description="Family name, 1-100 characters.")
-    age: Annotated[int, Strict(), WholeNumber] = Field(
+    first_name: Name = Field(default=None, description="Given name, 1-100 characters.")  # type: ignore[assignment]
+    last_name: Name = Field(default=None, description="Family name, 1-100 characters.")  # type: ignore[assignment]
+    age: Annotated[int, Strict(), WholeNumber] = Field(  # type: ignore[assignment]
         default=None, ge=18, le=120, description="Age in years (18-120)."
     )
-    monthly_income: IncomeIn = Field(
+    monthly_income: IncomeIn = Field(  # type: ignore[assignment]
         default=None,
         gt=0,
         le=MAX_INCOME,
@@ -242,7 +244,7 @@ class CustomerPatch(BaseModel):
         description="Monthly income, a currency amount with at most 2 decimals; the approved limit is "
         "recomputed from it.",
     )
-    phone_number: PhoneIn = Field(
+    phone_number: PhoneIn = Field(  # type: ignore[assignment]
         default=None, description="10-digit phone number, as a number or a digit string."
     )
 

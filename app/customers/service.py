@@ -30,7 +30,7 @@ async def register(session: AsyncSession, data: RegisterRequest, policy: Policy)
     income = data.monthly_income.quantize(CENT, ROUND_HALF_UP)
     limit = approved_limit_for(income, policy)
     try:
-        row = await queries.insert_customer(
+        customer_id = await queries.insert_customer(
             session,
             first_name=data.first_name,
             last_name=data.last_name,
@@ -46,7 +46,7 @@ async def register(session: AsyncSession, data: RegisterRequest, policy: Policy)
             ) from None
         raise
     return CustomerOut(
-        customer_id=row.customer_id,
+        customer_id=customer_id,
         name=f"{data.first_name} {data.last_name}",
         first_name=data.first_name,
         last_name=data.last_name,

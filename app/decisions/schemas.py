@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from app.credit.policy import POLICY, Reason
 from app.loans.schemas import ScoreBreakdownOut
@@ -28,7 +29,7 @@ class ScoredProfileOut(BaseModel):
     loans_this_year: int = Field(description="Loans started in that calendar year.")
 
 
-DECISION_EXAMPLE = {
+DECISION_EXAMPLE: JsonDict = {
     "decision_id": 5002,
     "customer_id": 42,
     "decided_at": "2026-06-15T12:00:00Z",

@@ -75,11 +75,11 @@ async def store(
         "created_at": func.now(),
         "expires_at": func.now() + ttl,
     }
-    statement = insert(IdempotencyKey).values(**values)
-    statement = statement.on_conflict_do_update(
+    inserted = insert(IdempotencyKey).values(**values)
+    statement = inserted.on_conflict_do_update(
         index_elements=[IdempotencyKey.principal, IdempotencyKey.method_path, IdempotencyKey.key],
         set_={
-            name: statement.excluded[name]
+            name: inserted.excluded[name]
             for name in values
             if name not in ("principal", "method_path", "key")
         },

@@ -155,7 +155,7 @@ def _number_text(value: str) -> str:
 def _whole(value: Any) -> int:
     kind = type(value)
     if kind is int:
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is float:
         if value.is_integer():
             return int(value)
@@ -312,7 +312,7 @@ def phone(value: Any) -> int:
     dropped when exactly ten digits remain (+91 98765 43210, 919876543210, 09876543210)."""
     kind = type(value)
     if kind is int and _PHONE_MIN <= value <= _PHONE_MAX:
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is int:
         digits = str(value) if 0 < value < 10**13 else ""
     elif kind is float:
@@ -371,13 +371,13 @@ def date(value: Any, epoch: dt.datetime) -> dt.date:
     """A date cell, an Excel serial number (a date column without date formatting) or an ISO string."""
     kind = type(value)
     if kind is dt.datetime:
-        return value.date()  # type: ignore[no-any-return]
+        return value.date()
     if kind is dt.date:
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is int or kind is float:
         if not 1 <= value < _EXCEL_MAX_SERIAL + 1:
             raise Invalid("not a date (serial number out of range)")
-        return from_excel(value, epoch).date()  # type: ignore[no-any-return]
+        return from_excel(value, epoch).date()
     if kind is str:
         text = value.strip()
         if not text:
@@ -696,8 +696,8 @@ class SheetReader:
         self.sheet = sheet.title
         self.part = getattr(sheet, "_worksheet_path", "")
         # Ignore the recorded dimension: it may be missing or wrong. Rows come back unpadded instead.
-        sheet.reset_dimensions()  # type: ignore[union-attr]
-        return sheet.iter_rows(values_only=True)  # type: ignore[union-attr]
+        sheet.reset_dimensions()
+        return sheet.iter_rows(values_only=True)
 
     def _read_header(self) -> tuple[list[Column], SheetHeader]:
         for row_number, cells in enumerate(self._rows, start=1):

@@ -240,7 +240,7 @@ def cell_coordinate(coordinate: str) -> tuple[int, int]:
     return int(coordinate[len(letters) :]), column
 
 
-class BoundedSheetParser(_openpyxl_sheet_parser.WorkSheetParser):  # type: ignore[misc]
+class BoundedSheetParser(_openpyxl_sheet_parser.WorkSheetParser):
     """openpyxl's read-only worksheet parser, failing at a row past Excel's last, and keeping no row
     dimensions (read-only iteration never uses them, and a row with a height or a style would add one
     dict per row: memory growing with the file)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -22,7 +23,7 @@ class LogContext:
     __slots__ = ("job", "request_id", "scope")
 
     def __init__(
-        self, request_id: str | None, scope: dict[str, Any] | None = None, job: str | None = None
+        self, request_id: str | None, scope: MutableMapping[str, Any] | None = None, job: str | None = None
     ) -> None:
         self.request_id = request_id
         self.scope = scope

@@ -29,7 +29,7 @@ access_log = logging.getLogger(ACCESS_LOGGER)
 def _header(scope: Scope, key: bytes) -> bytes | None:
     for name, value in scope["headers"]:
         if name == key:
-            return value  # type: ignore[no-any-return]
+            return value
     return None
 
 
@@ -107,7 +107,7 @@ class ObservabilityMiddleware:
         route = scope.get("route")
         template = getattr(route, "path_format", None)
         if template is not None:
-            return template  # type: ignore[no-any-return]
+            return template
         endpoint = scope.get("endpoint")
         if endpoint is None:
             return metrics.UNMATCHED_ROUTE

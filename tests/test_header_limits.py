@@ -124,7 +124,9 @@ def test_a_head_that_never_ends_is_cut_off_and_the_process_does_not_grow(server:
         except ConnectionResetError:
             pytest.fail(f"reset without a 431 after {sent} bytes")
     assert_431(*response)
-    assert sent < 1024 * 1024, sent  # cut off after 16 KiB and a read or two, not at the end
+    # Cut off long before the end (what was sent includes what the kernel's socket buffers took, a few MB
+    # on loopback), and the process kept at most 16 KiB and a read or two of it.
+    assert sent < 32 * 1024 * 1024, sent
     assert rss_kib(pid) - before < 4 * 1024, (before, rss_kib(pid))
 
 

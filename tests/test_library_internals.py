@@ -27,7 +27,7 @@ def test_fastapi_keeps_function_scoped_dependency_exit_stacks_under_our_key() ->
 
 
 def test_openpyxl_sheet_parser_hooks_are_where_the_reader_patches_them() -> None:
-    # app/ingestion/reader.py swaps the sheet parser's iterparse; workbook_limits.py its number cast,
+    # app/ingestion/sheet.py swaps the sheet parser's iterparse; workbook_limits.py its number cast,
     # coordinate parser, the read-only worksheet's parser class and the shared-strings reader.
     assert openpyxl.__version__.startswith("3.1.")
     assert openpyxl_sheet_parser.iterparse in (ElementTree.iterparse, _patched_iterparse())
@@ -40,9 +40,9 @@ def test_openpyxl_sheet_parser_hooks_are_where_the_reader_patches_them() -> None
 
 
 def _patched_iterparse() -> object:
-    from app.ingestion import reader
+    from app.ingestion import sheet
 
-    return reader._lean_iterparse
+    return sheet._lean_iterparse
 
 
 def test_elementtree_pull_parser_lets_the_reader_ask_for_end_events_only() -> None:

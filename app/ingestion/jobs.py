@@ -39,7 +39,9 @@ from app.credit.policy import POLICY, Policy
 from app.db import create_engine
 from app.import_locks import IMPORT_RUNNING_KEY
 from app.ingestion.loader import BatchInfo, CustomerLoader, FileKind, FileReport, LoanLoader
-from app.ingestion.reader import SheetHeader, WorkbookError, peak_rss_kb, read_frame
+from app.ingestion.reader import peak_rss_kb, read_frame
+from app.ingestion.rows import WorkbookError
+from app.ingestion.sheet import SheetHeader
 
 JOB_FUNCTION = "ingest_workbooks"
 RESULT_TTL_S = 24 * 3600

@@ -32,7 +32,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.import_locks import INGESTION_LOCK_KEYS, FileKind
-from app.ingestion.reader import MAX_REPORTED_ERRORS, RowError, SheetHeader
+from app.ingestion.rows import MAX_REPORTED_ERRORS, RowError
+from app.ingestion.sheet import SheetHeader
 
 MAX_LISTED = MAX_REPORTED_ERRORS
 """Superseded rows, phone conflicts and re-keyed rows listed in a report: the first 100 in row order.

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.ingestion.jobs import ReaderProcess
-from app.ingestion.reader import WorkbookError
+from app.ingestion.rows import WorkbookError
 from tests.ingestion.conftest import (
     CUSTOMER_HEADERS,
     LOAN_HEADERS,

@@ -538,7 +538,9 @@ async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
     db: AsyncEngine, tmp_path: Path
 ) -> None:
     from app.ingestion.loader import BatchInfo, LoanLoader
-    from app.ingestion.reader import LOANS, SheetReader, batch_meta, rows_to_csv, staged_rows
+    from app.ingestion.reader import batch_meta, rows_to_csv, staged_rows
+    from app.ingestion.rows import LOANS
+    from app.ingestion.sheet import SheetReader
 
     async with db.begin() as conn:
         await conn.execute(insert_customer(customer(1), source_customer_id=1))

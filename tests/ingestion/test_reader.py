@@ -16,21 +16,10 @@ import pytest
 from openpyxl import Workbook
 from openpyxl.utils.datetime import CALENDAR_MAC_1904, WINDOWS_EPOCH
 
-from app.ingestion import reader as reader_module
-from app.ingestion import workbook_limits
-from app.ingestion.reader import (
-    CUSTOMERS,
-    LOANS,
-    MAX_REPORTED_ERRORS,
-    CustomerRow,
-    LoanRow,
-    SheetReader,
-    WorkbookError,
-    _lean_iterparse,
-    read_frame,
-    rows_to_csv,
-    stream_workbooks,
-)
+from app.ingestion import cells, sheet, workbook_limits
+from app.ingestion.reader import read_frame, rows_to_csv, stream_workbooks
+from app.ingestion.rows import CUSTOMERS, LOANS, MAX_REPORTED_ERRORS, CustomerRow, LoanRow, WorkbookError
+from app.ingestion.sheet import SheetReader, _lean_iterparse
 from app.sample_data import write_workbook
 from tests.ingestion.conftest import CUSTOMER_HEADERS, LOAN_HEADERS, customer, loan, write_xlsx
 
@@ -409,7 +398,7 @@ def test_lean_parsing_is_installed_into_openpyxl_by_the_reader(tmp_path: Path) -
 
     path = write_xlsx(tmp_path / "l.xlsx", LOAN_HEADERS, [loan(1, 1)])
     SheetReader(path, LOANS).close()
-    assert openpyxl_sheet_parser.iterparse is reader_module._lean_iterparse
+    assert openpyxl_sheet_parser.iterparse is sheet._lean_iterparse
 
 
 # --------------------------------------------------------------------------------------------------
@@ -434,7 +423,7 @@ def test_lean_parsing_is_installed_into_openpyxl_by_the_reader(tmp_path: Path) -
     ],
 )
 def test_phones_follow_the_apis_rule_after_dropping_a_prefix(value: object, expected: int) -> None:
-    assert reader_module.phone(value) == expected
+    assert cells.phone(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -460,18 +449,18 @@ def test_phones_follow_the_apis_rule_after_dropping_a_prefix(value: object, expe
     ],
 )
 def test_anything_else_is_not_a_phone_number(value: object) -> None:
-    with pytest.raises(reader_module.Invalid, match="phone number"):
-        reader_module.phone(value)
+    with pytest.raises(cells.Invalid, match="phone number"):
+        cells.phone(value)
 
 
 NUMERIC_PARSERS = [
-    reader_module.identifier,
-    reader_module.positive_count,
-    reader_module.count,
-    reader_module.age,
-    reader_module.money,
-    reader_module.positive_money,
-    reader_module.rate,
+    cells.identifier,
+    cells.positive_count,
+    cells.count,
+    cells.age,
+    cells.money,
+    cells.positive_money,
+    cells.rate,
 ]
 
 
@@ -479,27 +468,27 @@ NUMERIC_PARSERS = [
 @pytest.mark.parametrize("text", ["1E999999999", "-1E999999999", "1e999999999", "9" * 30])
 def test_a_huge_number_as_text_is_refused_at_once(parse: Any, text: str) -> None:
     started = time.perf_counter()
-    with pytest.raises(reader_module.Invalid, match="too large"):
+    with pytest.raises(cells.Invalid, match="too large"):
         parse(text)
     assert time.perf_counter() - started < 0.05
 
 
 @pytest.mark.parametrize("parse", NUMERIC_PARSERS, ids=lambda p: p.__name__)
 def test_a_numeric_text_longer_than_any_valid_value_is_refused_before_parsing(parse: Any) -> None:
-    with pytest.raises(reader_module.Invalid, match="more than 40 characters"):
+    with pytest.raises(cells.Invalid, match="more than 40 characters"):
         parse("1" + "0" * 40)
-    with pytest.raises(reader_module.Invalid, match="more than 40 characters"):
+    with pytest.raises(cells.Invalid, match="more than 40 characters"):
         parse(" 1" * 20_000)
 
 
 @pytest.mark.parametrize(
     "parse",
-    [*NUMERIC_PARSERS, reader_module.phone, reader_module.name, reader_module._date_parser(WINDOWS_EPOCH)],
+    [*NUMERIC_PARSERS, cells.phone, cells.name, sheet._date_parser(WINDOWS_EPOCH)],
     ids=lambda p: getattr(p, "__name__", "date"),
 )
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
 def test_every_parser_refuses_nan_and_infinity(parse: Any, value: float) -> None:
-    with pytest.raises(reader_module.Invalid):
+    with pytest.raises(cells.Invalid):
         parse(value)
 
 
@@ -522,13 +511,13 @@ def test_a_numeric_cell_that_is_no_finite_number_becomes_a_marker_every_parser_r
     value = workbook_limits.cast_number(text)
     assert isinstance(value, workbook_limits.BadNumber)
     assert value.reason == reason and len(str(value)) <= 60
-    for parse in [*NUMERIC_PARSERS, reader_module.phone, reader_module.name]:
-        with pytest.raises(reader_module.Invalid) as raised:
+    for parse in [*NUMERIC_PARSERS, cells.phone, cells.name]:
+        with pytest.raises(cells.Invalid) as raised:
             parse(value)
-        if parse is not reader_module.name:
+        if parse is not cells.name:
             assert str(raised.value) == reason
-    with pytest.raises(reader_module.Invalid):
-        reader_module._date_parser(WINDOWS_EPOCH)(value)
+    with pytest.raises(cells.Invalid):
+        sheet._date_parser(WINDOWS_EPOCH)(value)
 
 
 def openpyxl_cast_number(value: str) -> int | float:
@@ -544,13 +533,13 @@ def test_ordinary_numeric_cells_cast_as_openpyxl_does() -> None:
         assert type(workbook_limits.cast_number(text)) is type(openpyxl_cast_number(text))
 
 
-@pytest.mark.parametrize("text", sorted(reader_module.EXCEL_ERRORS))
+@pytest.mark.parametrize("text", sorted(cells.EXCEL_ERRORS))
 def test_excel_error_values_are_refused_with_their_name(text: str) -> None:
-    for parse in [reader_module.identifier, reader_module.money, reader_module.name, reader_module.phone]:
-        with pytest.raises(reader_module.Invalid, match="Excel error value"):
+    for parse in [cells.identifier, cells.money, cells.name, cells.phone]:
+        with pytest.raises(cells.Invalid, match="Excel error value"):
             parse(text)
-    with pytest.raises(reader_module.Invalid, match="Excel error value"):
-        reader_module._date_parser(WINDOWS_EPOCH)(text)
+    with pytest.raises(cells.Invalid, match="Excel error value"):
+        sheet._date_parser(WINDOWS_EPOCH)(text)
 
 
 def test_cell_references_are_cached_and_stop_at_column_xfd() -> None:

@@ -14,7 +14,8 @@ from app import metrics
 from app.config import Settings, get_settings
 from app.db import create_sessionmaker
 from app.idempotency.jobs import purge_expired_idempotency_keys
-from app.ingestion.jobs import RESULT_TTL_S, ingest_workbooks, worker_engine
+from app.ingestion.job_state import RESULT_TTL_S
+from app.ingestion.jobs import ingest_workbooks, worker_engine
 from app.observability.jobs import observed_job
 from app.observability.logging import arq_log_config, configure_logging
 from app.policy_file import load_policy

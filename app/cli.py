@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from app.config import Settings, get_settings
-from app.ingestion.jobs import IngestionReport, JobState, get_job_state, job_id_for, job_namespace
+from app.ingestion.job_state import IngestionReport, JobState, get_job_state, job_id_for, job_namespace
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_INTERVAL_S = 0.5
@@ -118,7 +118,7 @@ def ingest(
 async def _ingest(
     settings: Settings, job_id: str, customers: Path, loans: Path, *, wait: bool, force: bool
 ) -> int:
-    from app.ingestion.jobs import enqueue_ingestion
+    from app.ingestion.job_state import enqueue_ingestion
 
     redis = await _redis(settings)
     try:

@@ -39,7 +39,7 @@ from sqlalchemy import make_url, text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
 from app.config import Settings, normalise_database_url  # noqa: E402
-from app.ingestion.jobs import (  # noqa: E402
+from app.ingestion.job_state import (  # noqa: E402
     JobState,
     enqueue_ingestion,
     get_job_state,

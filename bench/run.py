@@ -455,7 +455,7 @@ def ingest(url: str, redis_url: str, files: tuple[Path, Path]) -> dict[str, Any]
     from arq.connections import RedisSettings
 
     from app.config import Settings
-    from app.ingestion.jobs import enqueue_ingestion, get_job_state, job_id_for, job_namespace
+    from app.ingestion.job_state import enqueue_ingestion, get_job_state, job_id_for, job_namespace
 
     queue = f"credit-approval-bench:{uuid.uuid4().hex[:8]}"
     settings = Settings(database_url=url, redis_url=redis_url, arq_queue_name=queue)

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from app.ingestion.jobs import JOB_STATE_EXAMPLE, _report_key
+from app.ingestion.job_state import JOB_STATE_EXAMPLE, report_key
 from app.main import create_app
 from tests.conftest import REDIS_URL, migrated_database
 from tests.live import connect, live_settings
@@ -67,7 +67,7 @@ async def fuzz_database() -> AsyncIterator[str]:
         # One finished ingestion job under the id the document shows as its example (which the run
         # tries), so GET /api/ingestions/{job_id} reaches its 200 too.
         redis = Redis.from_url(REDIS_URL)
-        job_key = _report_key(JOB_STATE_EXAMPLE["job_id"])
+        job_key = report_key(JOB_STATE_EXAMPLE["job_id"])
         await redis.set(job_key, json.dumps(JOB_STATE_EXAMPLE["report"]), ex=3600)
         try:
             yield url

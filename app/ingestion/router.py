@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 
 from app.errors import PROBLEM_JSON, NotFound
-from app.ingestion.jobs import JobState, get_job_state
+from app.ingestion.job_state import JobState, get_job_state
 from app.responses import problem_responses
 
 router = APIRouter(prefix="/api", tags=["ingestion"])

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import Settings
-from app.ingestion.jobs import JobState, enqueue_ingestion, get_job_state, job_id_for, job_namespace
+from app.ingestion.job_state import JobState, enqueue_ingestion, get_job_state, job_id_for, job_namespace
 from app.models import Loan
 from app.sample_data import CUSTOMER_HEADERS, LOAN_HEADERS  # the real export's headers
 from tests.conftest import REDIS_URL, migrated_database

@@ -22,7 +22,7 @@ from openpyxl import Workbook
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.ingestion.jobs import ReaderProcess
+from app.ingestion.reader_process import ReaderProcess
 from app.ingestion.rows import WorkbookError
 from tests.ingestion.conftest import (
     CUSTOMER_HEADERS,

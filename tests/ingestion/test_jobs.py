@@ -501,9 +501,10 @@ async def test_the_workers_event_loop_stays_responsive_while_parsing(
 async def test_a_huge_rekeyed_list_is_capped_and_counted(
     ingest: Ingest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.ingestion import loader
+    from app.ingestion import customer_loader, loan_loader, staging
 
-    monkeypatch.setattr(loader, "MAX_LISTED", 3)
+    for module in (staging, customer_loader, loan_loader):
+        monkeypatch.setattr(module, "MAX_LISTED", 3)
     customers = write_xlsx(tmp_path / "c.xlsx", CUSTOMER_HEADERS, [customer(1), customer(2)])
     loans = write_xlsx(
         tmp_path / "l.xlsx",
@@ -537,8 +538,9 @@ async def test_a_customers_file_that_breaks_midway_loads_neither_file(
 async def test_loans_read_before_the_customers_commit_are_held_then_loaded(
     db: AsyncEngine, tmp_path: Path
 ) -> None:
-    from app.ingestion.loader import BatchInfo, LoanLoader
+    from app.ingestion.loan_loader import LoanLoader
     from app.ingestion.reader import batch_meta, rows_to_csv, staged_rows
+    from app.ingestion.report import BatchInfo
     from app.ingestion.rows import LOANS
     from app.ingestion.sheet import SheetReader
 
@@ -584,7 +586,7 @@ async def test_force_starts_a_new_run_whatever_the_earlier_one_is_doing(
     assert created
     # Queued (no worker yet): a plain enqueue is a no-op, --force starts another run beside it.
     assert await ingest.enqueue(customers, loans) == (first, False)
-    from app.ingestion.jobs import enqueue_ingestion
+    from app.ingestion.job_state import enqueue_ingestion
 
     forced = await enqueue_ingestion(
         ingest.redis, first, customers, loans, queue_name=ingest.settings.arq_queue_name, force=True
@@ -605,7 +607,7 @@ async def test_force_starts_a_new_run_whatever_the_earlier_one_is_doing(
 
 def test_the_cli_says_exactly_where_unlisted_rows_are(capsys: pytest.CaptureFixture[str]) -> None:
     from app import cli
-    from app.ingestion.loader import DuplicateRow, FileReport
+    from app.ingestion.report import DuplicateRow, FileReport
 
     report = FileReport(
         file="customers", path="c.xlsx", sheet="Sheet1", rows_read=300, inserted=1, updated=0,

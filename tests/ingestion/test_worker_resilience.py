@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.ingestion.jobs import JobState
+from app.ingestion.job_state import JobState
 from app.sample_data import generate
 from tests.conftest import ROOT
 from tests.ingestion.conftest import (

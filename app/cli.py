@@ -15,16 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from app.cli_output import EXIT_FAILED, EXIT_OK, EXIT_USAGE, err, fail, out, print_state, show_progress
 from app.config import Settings, get_settings
-from app.ingestion.job_state import IngestionReport, JobState, get_job_state, job_id_for, job_namespace
+from app.ingestion.job_state import JobState, get_job_state, job_id_for, job_namespace
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_INTERVAL_S = 0.5
-SHOWN_ROWS = 20  # re-keyed rows / errors printed per file; `job --json` lists up to 100 of each
 ROOT = Path(__file__).resolve().parent.parent
 
 app = typer.Typer(
@@ -35,13 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # soft_wrap: a long path or message stays on one line, whatever the terminal width (greppable in logs).
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,7 +126,7 @@ async def _ingest(
         state = await _follow(redis, settings, job_id)
     finally:
         await redis.aclose()
-    return _print_state(state)
+    return print_state(state)
 
 
 async def _follow(redis: Any, settings: Settings, job_id: str) -> JobState | None:
@@ -157,141 +147,10 @@ async def _follow(redis: Any, settings: Settings, job_id: str) -> JobState | Non
         while True:
             state = await get_job_state(redis, job_id, settings.arq_queue_name)
             if state is None or state.status in ("complete", "failed"):
-                _show_progress(progress, tasks, state, final=True)
+                show_progress(progress, tasks, state, final=True)
                 return state
-            _show_progress(progress, tasks, state, final=False)
+            show_progress(progress, tasks, state, final=False)
             await asyncio.sleep(POLL_INTERVAL_S)
-
-
-def _show_progress(
-    progress: Progress, tasks: dict[str, TaskID], state: JobState | None, *, final: bool
-) -> None:
-    if state is not None and state.report is not None:
-        for file in state.report.files:  # exact numbers from the report
-            rate = file.rows_read / file.seconds if file.seconds else 0.0
-            progress.update(
-                tasks[file.file], completed=file.rows_read, total=file.rows_read or 1, rate=rate, stage="done"
-            )
-    elif state is not None and state.progress is not None:
-        for moving in state.progress.files:
-            done = moving.stage == "done"
-            progress.update(
-                tasks[moving.file],
-                completed=moving.rows_read,
-                total=(moving.rows_read or 1) if done else None,
-                rate=moving.rows_per_s,
-                stage=moving.stage,
-            )
-    if final:
-        for task in progress.tasks:
-            if task.total is None:
-                progress.update(task.id, total=max(task.completed, 1), stage="stopped")
-
-
-def _print_state(state: JobState | None) -> int:
-    if state is None:
-        raise fail("no such job (or its report has expired)", EXIT_FAILED)
-    out.print(f"job {state.job_id}: [bold]{state.status}[/bold]", highlight=False)
-    if state.report is not None:
-        _print_report(state.report)
-    elif state.progress is not None:
-        for file in state.progress.files:
-            out.print(
-                f"  {file.file}: {file.stage}, {file.rows_read:,} rows read ({file.rows_per_s:,.0f} rows/s)"
-            )
-    if state.status == "failed":
-        err.print(f"[red]error:[/red] {state.error or 'the job failed'}", highlight=False)
-        return EXIT_FAILED
-    return EXIT_OK
-
-
-def _print_report(report: IngestionReport) -> None:
-    # One column per file, one row per figure: fits any terminal, however many digits.
-    table = Table(title=f"Ingestion report ({report.seconds:.2f} s)", title_justify="left")
-    table.add_column("")
-    for f in report.files:
-        table.add_column(f.file, justify="right")
-    figures = (
-        ("rows read", "rows_read"),
-        ("inserted", "inserted"),
-        ("updated", "updated"),
-        ("unchanged", "unchanged"),
-        ("skipped", "skipped"),
-        ("duplicates", "duplicates"),
-        ("re-keyed", "rekeyed"),
-        ("adopted", "adopted"),
-        ("serviced here", "serviced_here"),
-    )
-    for label, name in figures:
-        table.add_row(label, *(f"{getattr(f, name):,}" for f in report.files))
-    table.add_row("seconds", *(f"{f.seconds:.2f}" for f in report.files))
-    out.print(table)
-    for f in report.files:
-        if f.ignored_columns:
-            out.print(f"{f.file}: ignored columns: {', '.join(f.ignored_columns)}", highlight=False)
-        if f.derived_columns:
-            out.print(
-                f"{f.file}: computed (absent from the file): {', '.join(f.derived_columns)}", highlight=False
-            )
-        if f.rekeyed_customers:
-            out.print(
-                f"{f.file}: {f.rekeyed:,} customers re-keyed (their Customer ID was held by a customer "
-                "no import created):"
-            )
-            for c in f.rekeyed_customers[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {c.row}: Customer ID {c.workbook_customer_id} (held by customer "
-                    f"{c.held_by_customer_id}) -> customer_id {c.customer_id}",
-                    highlight=False,
-                )
-            _more(len(f.rekeyed_customers), f.rekeyed, "customers: source_customer_id <> customer_id")
-        if f.rekeyed_loans:
-            out.print(f"{f.file}: {f.rekeyed:,} loans re-keyed (their Loan ID was held by another loan):")
-            for loan in f.rekeyed_loans[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {loan.row}: customer {loan.customer_id}, Loan ID {loan.workbook_loan_id} "
-                    f"(held by customer {loan.held_by_customer_id}) -> loan_id {loan.loan_id}",
-                    highlight=False,
-                )
-            _more(len(f.rekeyed_loans), f.rekeyed, "loans: source_loan_id <> loan_id")
-        if f.serviced_here_loans:
-            out.print(
-                f"{f.file}: {f.serviced_here:,} loans left as they are: they have payments through the API, "
-                "whose ledger the import does not override:"
-            )
-            for serviced in f.serviced_here_loans[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {serviced.row}: customer {serviced.customer_id}, Loan ID "
-                    f"{serviced.workbook_loan_id} -> loan_id {serviced.loan_id}",
-                    highlight=False,
-                )
-            _more(len(f.serviced_here_loans), f.serviced_here, "loans: last_paid_on IS NOT NULL")
-        if f.errors:
-            out.print(f"{f.file}: {f.skipped:,} rows skipped:")
-            for e in f.errors[:SHOWN_ROWS]:
-                value = "" if e.value is None else f" (value {e.value!r})"
-                out.print(f"  {e.sheet} row {e.row}, {e.column}: {e.reason}{value}", highlight=False)
-            _more(len(f.errors), len(f.errors) + f.errors_not_shown)
-        if f.duplicate_rows:
-            out.print(f"{f.file}: {f.duplicates:,} rows superseded by a later row with the same key:")
-            for d in f.duplicate_rows[:SHOWN_ROWS]:
-                key = f"customer {d.customer_id}" + (
-                    f", Loan ID {d.loan_id}" if d.loan_id is not None else ""
-                )
-                out.print(f"  row {d.row} ({key}) -> row {d.kept_row}", highlight=False)
-            _more(len(f.duplicate_rows), f.duplicates)
-
-
-def _more(listed: int, total: int, table_has: str | None = None) -> None:
-    """After the first SHOWN_ROWS of `listed` rows (the report lists at most 100 of `total`): say
-    where the rest are, exactly."""
-    in_json = listed - min(listed, SHOWN_ROWS)
-    beyond = total - listed
-    if in_json > 0:
-        out.print(f"  ... and {in_json:,} more listed by `credit-approval job ID --json`", highlight=False)
-    if beyond > 0:
-        where = f" (in the database: {table_has})" if table_has else ""
-        out.print(f"  ... and {beyond:,} more counted, not listed{where}", highlight=False)
 
 
 @app.command()
@@ -314,7 +173,7 @@ async def _job(settings: Settings, job_id: str, *, as_json: bool) -> int:
             raise fail(f"no job {job_id} (or its report has expired)", EXIT_FAILED)
         sys.stdout.write(state.model_dump_json(indent=2) + "\n")
         return EXIT_FAILED if state.status == "failed" else EXIT_OK
-    return _print_state(state)
+    return print_state(state)
 
 
 # --------------------------------------------------------------------------------------------------

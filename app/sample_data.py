@@ -25,7 +25,8 @@ from zipfile import ZIP_DEFLATED, ZipFile
 from openpyxl import Workbook
 from openpyxl.utils import get_column_letter
 
-from app.credit.policy import add_months, approved_limit_for, installment
+from app.credit.dates import add_months
+from app.credit.policy import approved_limit_for, installment
 
 CUSTOMER_HEADERS = (
     "Customer ID",

@@ -804,7 +804,8 @@ def seed_long_loans(url: str, ids: Ids, count: int = LONG_LOANS) -> list[tuple[i
     """`count` 360-installment loans, one per customer, started yesterday; (customer, loan, EMI) each."""
     from decimal import Decimal
 
-    from app.credit.policy import add_months, installment
+    from app.credit.dates import add_months
+    from app.credit.policy import installment
     from app.credit.schedule import installments_left
 
     amount, rate, tenure = Decimal(LONG_LOAN["loan_amount"]), Decimal(LONG_LOAN["interest_rate"]), 360

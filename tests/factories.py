@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import add_months
+from app.credit.dates import add_months
 from app.credit.schedule import imported_servicing
 from app.models import Customer, Loan
 

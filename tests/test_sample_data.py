@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from app.credit.policy import add_months, approved_limit_for
+from app.credit.dates import add_months
+from app.credit.policy import approved_limit_for
 from app.sample_data import (
     CUSTOMER_HEADERS,
     LOAN_HEADERS,

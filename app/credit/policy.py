@@ -11,7 +11,6 @@ policy file gives (app/policy_file.py), handed to these functions by the service
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import json
 from collections.abc import Iterable
@@ -20,6 +19,8 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
 from typing import Any
+
+from app.credit.dates import months_elapsed
 
 __all__ = [
     "POLICY",
@@ -30,13 +31,11 @@ __all__ = [
     "Policy",
     "Reason",
     "ScoreBreakdown",
-    "add_months",
     "approved_limit_for",
     "credit_score",
     "decide",
     "describe",
     "installment",
-    "months_elapsed",
     "profile_from_loans",
     "rate_floor",
 ]
@@ -131,32 +130,6 @@ class Policy:
 POLICY = Policy()
 """The built-in policy; a lender's file (CREDIT_POLICY_FILE, app/policy_file.py) replaces it. Services are
 handed the loaded one; functions below take it as `policy`, defaulting to this for tests and tools."""
-
-
-# --------------------------------------------------------------------------------------------- calendar
-
-
-def months_elapsed(start: date, today: date) -> int:
-    """Whole calendar months from ``start`` to ``today``, exactly as PostgreSQL computes
-    ``extract(year from age(today, start)) * 12 + extract(month from age(today, start))``.
-
-    PostgreSQL subtracts the year/month/day fields and borrows one month when the day of ``today`` is
-    smaller than the day of ``start`` (so 2024-01-31 -> 2024-02-29 is 0 and -> 2024-03-01 is 1).
-    Never negative: 0 when ``today`` is before ``start``.
-    """
-    months = (today.year - start.year) * 12 + (today.month - start.month)
-    if today.day < start.day:
-        months -= 1
-    return max(months, 0)
-
-
-def add_months(d: date, n: int) -> date:
-    """Calendar add of ``n`` months, clamping the day to the target month's last day
-    (PostgreSQL ``date + interval 'n months'``)."""
-    index = d.year * 12 + (d.month - 1) + n
-    year, month0 = divmod(index, 12)
-    month = month0 + 1
-    return date(year, month, min(d.day, calendar.monthrange(year, month)[1]))
 
 
 # --------------------------------------------------------------------------------------------- profile

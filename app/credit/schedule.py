@@ -33,7 +33,8 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import StrEnum
 from functools import lru_cache
 
-from app.credit.policy import CENT, add_months, installment
+from app.credit.dates import add_months
+from app.credit.policy import CENT, installment
 
 MAX_TENURE = 600  # months: the longest loan the API grants and an import accepts
 _RATE_PRECISION = 50  # digits: r = rate / 1200 exactly enough that only the final rounding matters

@@ -18,7 +18,8 @@ from decimal import Decimal
 from enum import StrEnum
 from itertools import islice
 
-from app.credit.policy import add_months, installment
+from app.credit.dates import add_months
+from app.credit.policy import installment
 from app.credit.schedule import LoanState, cents, due_date_texts, rate_ratio, steps
 
 

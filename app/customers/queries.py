@@ -47,7 +47,7 @@ _CUSTOMER_COLUMNS = """c.customer_id, c.first_name, c.last_name, c.age, c.phone_
        c.approved_limit, c.created_at"""
 
 # Due date of installment k: the start date plus k months (PostgreSQL clamps to the month's end, as
-# app.credit.policy.add_months does). Installments due before today: k_max below, from the month count.
+# app.credit.dates.add_months does). Installments due before today: k_max below, from the month count.
 _MONTHS = (
     "((extract(year from :today) - extract(year from l.start_date)) * 12 + extract(month from :today)"
     " - extract(month from l.start_date))::int"

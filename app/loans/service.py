@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.credit import policy
+from app.credit.dates import add_months
 from app.credit.policy import CreditProfile, Decision, LoanRequest, Policy
 from app.credit.schedule import installments_left
 from app.credit.statement import loan_status
@@ -122,7 +123,7 @@ async def create_loan(
         session,
         *record,
         start_date=today,
-        end_date=policy.add_months(today, data.tenure),
+        end_date=add_months(today, data.tenure),
         repayments_left=installments_left(
             data.loan_amount,
             decision.corrected_interest_rate,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.credit.dates import add_months, months_elapsed
 from app.credit.policy import (
     POLICY,
     CreditProfile,
@@ -17,13 +18,11 @@ from app.credit.policy import (
     LoanRequest,
     Reason,
     ScoreBreakdown,
-    add_months,
     approved_limit_for,
     credit_score,
     decide,
     describe,
     installment,
-    months_elapsed,
     profile_from_loans,
     rate_floor,
 )

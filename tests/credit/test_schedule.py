@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.credit.policy import add_months, installment
+from app.credit.dates import add_months
+from app.credit.policy import installment
 from app.credit.schedule import (
     LoanState,
     PaymentRefused,

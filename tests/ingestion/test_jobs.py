@@ -606,7 +606,8 @@ async def test_force_starts_a_new_run_whatever_the_earlier_one_is_doing(
 
 
 def test_the_cli_says_exactly_where_unlisted_rows_are(capsys: pytest.CaptureFixture[str]) -> None:
-    from app import cli
+    from app.cli_output import print_report
+    from app.ingestion.job_state import IngestionReport
     from app.ingestion.report import DuplicateRow, FileReport
 
     report = FileReport(
@@ -616,8 +617,8 @@ def test_the_cli_says_exactly_where_unlisted_rows_are(capsys: pytest.CaptureFixt
         duplicates_not_shown=150,
     )  # fmt: skip
     moment = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    cli._print_report(
-        cli.IngestionReport(
+    print_report(
+        IngestionReport(
             job_id="j", status="complete", customers_path="c", loans_path="l",
             started_at=moment, finished_at=moment, seconds=1.0, files=[report],
         )

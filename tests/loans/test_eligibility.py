@@ -8,7 +8,8 @@ import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import LoanRecord, add_months, profile_from_loans
+from app.credit.dates import add_months
+from app.credit.policy import LoanRecord, profile_from_loans
 from app.loans import queries
 from tests.factories import add_customer, add_loan
 

@@ -10,7 +10,8 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import add_months, installment
+from app.credit.dates import add_months
+from app.credit.policy import installment
 from app.credit.schedule import monthly_interest
 from tests.conftest import FIXED_NOW
 from tests.servicing.conftest import Borrow, pay, statement

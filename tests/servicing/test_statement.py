@@ -9,7 +9,8 @@ from typing import Any
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.credit.policy import add_months, installment
+from app.credit.dates import add_months
+from app.credit.policy import installment
 from app.credit.schedule import LoanState, imported_state, schedule
 from app.servicing.schemas import StatementOut
 from tests.conftest import FIXED_NOW

@@ -9,7 +9,7 @@ from typing import Any
 
 from httpx import AsyncClient
 
-from app.credit.policy import add_months
+from app.credit.dates import add_months
 from tests.servicing.conftest import Clock, pay, statement
 
 START = dt.date(2026, 1, 31)  # a month-end start: due dates clamp to Feb 28, Apr 30...

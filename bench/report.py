@@ -1,0 +1,174 @@
+"""The report the benchmark writes: bench/RESULTS.md, its verdicts against the targets, and the runs
+recorded by hand that it keeps."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any
+
+from bench.config import LONG_LOANS, TARGETS, Config
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
+
+
+def write_report(config: Config, report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    ours = {r["name"]: r for r in report["service"]}
+    floor = {r["name"]: r for r in report.get("floor", [])}
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (`python bench/run.py{' --quick' if config.quick else ''}`) on "
+        f"{machine['date']}. Everything ran on this one machine: the API, PostgreSQL and the load generator.",
+        "",
+        "## Machine",
+        "",
+        "| CPU | Cores | RAM | PostgreSQL | Python | OS | Load generator |",
+        "|---|---|---|---|---|---|---|",
+        f"| {machine['cpu']} | {machine['cores']} | {machine['ram']} | {machine['postgresql']} | "
+        f"{machine['python']} | {machine['os']} | {report['generator']} |",
+        "",
+        f"## Endpoints: {config.customers:,} customers / {config.loans:,} loans",
+        "",
+        f"{config.connections} concurrent connections; per endpoint {config.warmup:g} s of warm-up, then "
+        f"the median of {config.repeats} runs of {config.duration:g} s (create-loan: one run, each customer "
+        f"once); {config.workers} API workers (`python -m app.cli serve`: uvicorn, uvloop, httptools) and "
+        f"{config.workers} floor workers. The floor is `raw_floor.py`: a bare ASGI app, one asyncpg query "
+        "per request, the same policy, the same data.",
+        "",
+        "| Endpoint | Requests/s | p50 ms | p99 ms | Floor requests/s | Floor p50 ms | Floor p99 ms "
+        "| Share of floor | Non-2xx / errors | API CPU µs/req | PostgreSQL CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, result in ours.items():
+        base = floor.get(name)
+        share = result["rps"] / base["rps"] if base else float("nan")
+        lines.append(
+            f"| {name} | {_fmt(result['rps'])} | {_fmt(result['p50_ms'], 1)} | {_fmt(result['p99_ms'], 1)} | "
+            f"{_fmt(base['rps']) if base else '—'} | {_fmt(base['p50_ms'], 1) if base else '—'} | "
+            f"{_fmt(base['p99_ms'], 1) if base else '—'} | {_fmt(share * 100) + ' %' if base else '—'} | "
+            f"{result['non_2xx']} / {result['errors']} | {_fmt(result['server_cpu_us'])} | "
+            f"{_fmt(result['postgres_cpu_us'])} |"
+        )
+    created = ours.get("create-loan")
+    if created:
+        statuses = created.get("statuses", {})
+        lines += [
+            "",
+            f"create-loan: {statuses.get('201', 0):,} loans created (201) and {statuses.get('200', 0):,} "
+            f"rejections (200) over {report.get('lendable_customers', 0):,} distinct customers within limits"
+            + (" (the list ran out and wrapped around)" if created.get("distinct_exhausted") else "")
+            + ".",
+        ]
+    if "big" in report:
+        big = {r["name"]: r for r in report["big"]}
+        lines += [
+            "",
+            f"## Flat latency as the loan book grows: {config.big_customers:,} customers / "
+            f"{config.big_loans:,} loans",
+            "",
+            "Ten loans a customer in both runs: the book grows tenfold, each customer's history does not.",
+            "",
+            f"| Endpoint | p50 ms @ {config.loans:,} | p50 ms @ {config.big_loans:,} | p50 ratio | "
+            f"Requests/s @ {config.loans:,} | Requests/s @ {config.big_loans:,} |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, result in big.items():
+            small = ours.get(name)
+            if small:
+                ratio = result["p50_ms"] / small["p50_ms"]
+                lines.append(
+                    f"| {name} | {_fmt(small['p50_ms'], 2)} | {_fmt(result['p50_ms'], 2)} | "
+                    f"{_fmt(ratio, 2)} | {_fmt(small['rps'])} | {_fmt(result['rps'])} |"
+                )
+    ingestion = report.get("ingestion")
+    if ingestion:
+        lines += [
+            "",
+            f"## Ingestion: {ingestion['customers']:,} customers / {ingestion['loans']:,} loans "
+            "(bench/ingest_bench.py)",
+            "",
+            "| Ingestion s | openpyxl alone s | Ratio | Worker peak RSS MB | Reader peak RSS MB | Re-run s |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {ingestion['ingest_seconds']} | {ingestion['openpyxl_seconds']} | {ingestion['ratio']} | "
+            f"{ingestion['worker_peak_rss_mb']} | {ingestion['reader_peak_rss_mb']} | "
+            f"{ingestion['second_run_seconds']} |",
+        ]
+    setup = report.get("setup", {})
+    nan = float("nan")
+    generator_cpu = statistics.median([r["generator_cpu_us"] for r in report["service"]] or [nan])
+    lines += [
+        "",
+        "## How to read this",
+        "",
+        "- Requests/s and latencies come from the load generator (wrk's HdrHistogram percentiles, or the "
+        "bundled generator's exact ones); a closed loop: each connection sends its next request when the "
+        "previous answer is complete.",
+        "- CPU µs/req is the CPU time of the server's processes (API or floor), and of every PostgreSQL "
+        "process, over the measured run divided by the requests served. Unlike requests/s it hardly moves "
+        "when something else runs on the machine. The load generator used "
+        f"{_fmt(generator_cpu, 0)} µs of CPU per request (median over the API runs, its start-up "
+        "included): that share of the two cores was not the server's.",
+        f"- The API runs with LOG_LEVEL={os.environ.get('BENCH_LOG_LEVEL', 'WARNING')}: no JSON access-log "
+        "line per request (the floor writes none); metrics, request ids, API-key and body-limit middlewares "
+        "are all on.",
+        "- Data: workbooks from app/sample_data.py, ingested through the ARQ job "
+        f"({_fmt(setup.get('ingest_seconds', nan), 1)} s for the endpoint run's workbooks); the floor "
+        f"loads the same files into raw_* tables ({_fmt(setup.get('floor_load_seconds', nan), 1)} s). "
+        "Both sets of tables are VACUUM ANALYZEd before measuring, the steady state autovacuum reaches.",
+        f"- Targets: eligibility and view-loan >= {TARGETS['fraction_of_floor']:.0%} of the floor's "
+        f"requests/s with p99 < {TARGETS['p99_ms']:.0f} ms; create-loan >= "
+        f"{TARGETS['create_loan_rps']:.0f}/s; p50 ratio at the large book <= {TARGETS['p50_ratio']}; "
+        f"view-statement of a 360-installment loan within {TARGETS['statement_vs_view_loan_p50']}x "
+        "view-loan's p50.",
+        f"- make-payment pays the EMI of {LONG_LOANS:,} seeded 360-installment loans (3,000,000 at 9.5%), "
+        "round-robin, warm-up included; view-statement then reads the same loans with those payments.",
+        "- What was profiled and changed to get here: [PROFILING.md](PROFILING.md).",
+        "- Raw figures: bench/out/results.json. Re-run: `make bench`; smoke run: `BENCH_QUICK=1 make bench`.",
+        "",
+    ]
+    text = "\n".join(lines)
+    config.output.parent.mkdir(parents=True, exist_ok=True)
+    if config.output.exists():  # runs no script can make (the Docker stack) are kept below the figures
+        previous = config.output.read_text()
+        if RECORDED_BY_HAND in previous:
+            text += "\n" + previous[previous.index(RECORDED_BY_HAND) :]
+    config.output.write_text(text)
+    return text
+
+
+RECORDED_BY_HAND = "## Recorded by hand"
+
+
+def verdicts(report: dict[str, Any]) -> list[str]:
+    ours = {r["name"]: r for r in report["service"]}
+    floor = {r["name"]: r for r in report.get("floor", [])}
+    out = []
+    for name in ("check-eligibility", "view-loan"):
+        if name in ours and name in floor:
+            share = ours[name]["rps"] / floor[name]["rps"]
+            out.append(
+                f"{name}: {share:.0%} of the floor (target {TARGETS['fraction_of_floor']:.0%}), "
+                f"p99 {ours[name]['p99_ms']:.1f} ms (target < {TARGETS['p99_ms']:.0f})"
+            )
+    if "create-loan" in ours:
+        out.append(
+            f"create-loan: {ours['create-loan']['rps']:.0f}/s (target >= {TARGETS['create_loan_rps']:.0f})"
+        )
+    if "view-statement" in ours and "view-loan" in ours:
+        ratio = ours["view-statement"]["p50_ms"] / ours["view-loan"]["p50_ms"]
+        out.append(
+            f"view-statement (360 installments): p50 {ratio:.2f}x view-loan's "
+            f"(target <= {TARGETS['statement_vs_view_loan_p50']})"
+        )
+    for result in report.get("big", []):
+        small = ours.get(result["name"])
+        if small:
+            out.append(
+                f"{result['name']}: p50 ratio {result['p50_ms'] / small['p50_ms']:.2f} at the large book "
+                f"(target <= {TARGETS['p50_ratio']})"
+            )
+    return out

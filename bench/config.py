@@ -28,8 +28,12 @@ ELIGIBILITY = {"loan_amount": 50_000, "interest_rate": 10.5, "tenure": 24}
 # Small enough that a customer within limits is approved: create-loan then takes its full path (insert).
 NEW_LOAN = {"loan_amount": 10_000, "interest_rate": 14, "tenure": 12}
 TARGETS = {
+    # Issue #16, as deployed (access log on): CPU per request at most twice the floor's, the access log
+    # at most 25 µs of it, p99 under 30 ms at 64 connections.
+    "cpu_vs_floor": 2.0,
+    "access_log_us": 25.0,
+    "p99_ms": 30.0,
     "fraction_of_floor": 0.60,
-    "p99_ms": 100.0,
     "create_loan_rps": 500.0,
     "p50_ratio": 1.3,
     "statement_vs_view_loan_p50": 1.5,

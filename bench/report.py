@@ -3,7 +3,6 @@ recorded by hand that it keeps."""
 
 from __future__ import annotations
 
-import os
 import statistics
 from typing import Any
 
@@ -12,6 +11,10 @@ from bench.config import LONG_LOANS, TARGETS, Config
 
 def _fmt(value: float, digits: int = 0) -> str:
     return "n/a" if value != value else f"{value:,.{digits}f}"  # NaN check
+
+
+def _times(ratio: float) -> str:
+    return "n/a" if ratio != ratio else f"{ratio:.2f}x"
 
 
 def write_report(config: Config, report: dict[str, Any]) -> str:
@@ -31,6 +34,7 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         f"| {machine['cpu']} | {machine['cores']} | {machine['ram']} | {machine['postgresql']} | "
         f"{machine['python']} | {machine['os']} | {report['generator']} |",
         "",
+        *cpu_headline(report),
         f"## Endpoints: {config.customers:,} customers / {config.loans:,} loans",
         "",
         f"{config.connections} concurrent connections; per endpoint {config.warmup:g} s of warm-up, then "
@@ -112,9 +116,9 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         "when something else runs on the machine. The load generator used "
         f"{_fmt(generator_cpu, 0)} µs of CPU per request (median over the API runs, its start-up "
         "included): that share of the two cores was not the server's.",
-        f"- The API runs with LOG_LEVEL={os.environ.get('BENCH_LOG_LEVEL', 'WARNING')}: no JSON access-log "
-        "line per request (the floor writes none); metrics, request ids, API-key and body-limit middlewares "
-        "are all on.",
+        "- The API runs as deployed: `credit-approval serve`, LOG_LEVEL=INFO, a JSON access line per request "
+        "(to a file), metrics, request ids, API-key and body-limit middlewares all on. The logs-quiet run "
+        "(LOG_LEVEL=WARNING) is the same API and data right after the floor's run.",
         "- Data: workbooks from app/sample_data.py, ingested through the ARQ job "
         f"({_fmt(setup.get('ingest_seconds', nan), 1)} s for the endpoint run's workbooks); the floor "
         f"loads the same files into raw_* tables ({_fmt(setup.get('floor_load_seconds', nan), 1)} s). "
@@ -143,10 +147,63 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
 RECORDED_BY_HAND = "## Recorded by hand"
 
 
+def _cpu_rows(report: dict[str, Any]) -> list[tuple[str, float, float, float]]:
+    """(endpoint, API µs as deployed, API µs logs quiet, floor µs) for the endpoints the floor serves."""
+    ours = {r["name"]: r for r in report["service"]}
+    quiet = {r["name"]: r for r in report.get("quiet", [])}
+    floor = {r["name"]: r for r in report.get("floor", [])}
+    nan = float("nan")
+    return [
+        (
+            name,
+            ours[name]["server_cpu_us"],
+            quiet[name]["server_cpu_us"] if name in quiet else nan,
+            floor[name]["server_cpu_us"] if name in floor else nan,
+        )
+        for name in ("check-eligibility", "view-loan")
+        if name in ours
+    ]
+
+
+def cpu_headline(report: dict[str, Any]) -> list[str]:
+    """The headline: server CPU per request against the floor's in the same run (issue #16)."""
+    rows = _cpu_rows(report)
+    if not rows:
+        return []
+    lines = [
+        "## CPU per request against the floor",
+        "",
+        "Server CPU time per request (all its processes), in the same run as the floor. As deployed: "
+        "LOG_LEVEL=INFO, the JSON access line written for every request.",
+        "",
+        "| Endpoint | API as deployed µs | API, logs quiet µs | Floor µs | As deployed / floor | "
+        "Logs quiet / floor | Access log µs |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, deployed, quiet, floor in rows:
+        lines.append(
+            f"| {name} | {_fmt(deployed)} | {_fmt(quiet)} | {_fmt(floor)} | {_times(deployed / floor)} | "
+            f"{_times(quiet / floor)} | {_fmt(deployed - quiet)} |"
+        )
+    lines += [
+        "",
+        f"Targets (issue #16): as deployed at most {TARGETS['cpu_vs_floor']:g}x the floor; the access log at "
+        f"most {TARGETS['access_log_us']:g} µs per request.",
+        "",
+    ]
+    return lines
+
+
 def verdicts(report: dict[str, Any]) -> list[str]:
     ours = {r["name"]: r for r in report["service"]}
     floor = {r["name"]: r for r in report.get("floor", [])}
     out = []
+    for name, deployed, quiet, floor_us in _cpu_rows(report):
+        out.append(
+            f"{name}: CPU {deployed / floor_us:.2f}x the floor as deployed (target <= "
+            f"{TARGETS['cpu_vs_floor']:g}x), access log {deployed - quiet:.0f} µs (target <= "
+            f"{TARGETS['access_log_us']:g})"
+        )
     for name in ("check-eligibility", "view-loan"):
         if name in ours and name in floor:
             share = ours[name]["rps"] / floor[name]["rps"]

@@ -125,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
                     asdict(drive(floor, scenario, config, "floor"))
                     for scenario in (eligibility(ids), view_loan(ids.raw_loans))
                 ]
+        # The same API with its logs quiet (LOG_LEVEL=WARNING): the difference is the access log's cost.
+        with start_api(url, config.redis_url, config.workers, log_level="WARNING") as quiet:
+            report["quiet"] = [
+                asdict(drive(quiet, scenario, config, "quiet"))
+                for scenario in (eligibility(ids), view_loan(ids.loans))
+            ]
 
     if config.big:
         big_files = workbooks(config.big_customers, config.big_loans)

@@ -231,7 +231,10 @@ class Server:
         self.stop()
 
 
-def start_api(url: str, redis_url: str, workers: int) -> Server:
+def start_api(url: str, redis_url: str, workers: int, log_level: str = "INFO") -> Server:
+    """The API as deployed: `credit-approval serve`, LOG_LEVEL=INFO (the default), so every request writes
+    its JSON access line (to a file here, as to a pipe in a container). `log_level="WARNING"` is the
+    logs-quiet variant, which shows what the access log costs."""
     port = free_port()
     env = {
         **os.environ,
@@ -239,9 +242,7 @@ def start_api(url: str, redis_url: str, workers: int) -> Server:
         "REDIS_URL": redis_url,
         "WEB_CONCURRENCY": str(workers),
         "API_KEYS": "",
-        # The floor writes no access log; neither do we here (a JSON line per request is a separate cost,
-        # reported in bench/RESULTS.md's notes, and routed to a log shipper in production).
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+        "LOG_LEVEL": log_level,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = [

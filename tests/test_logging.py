@@ -143,3 +143,72 @@ def test_uvicorn_access_log_is_replaced_by_ours() -> None:
 def test_an_unknown_log_format_is_rejected() -> None:
     with pytest.raises(ValueError, match="log_format"):
         Settings(log_format="xml")
+
+
+def test_the_access_line_is_the_json_line_the_formatter_would_write() -> None:
+    from app.observability.logging import ACCESS_LOGGER, JsonFormatter, access_line
+
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    assert access_line("GET", "/api/view-loan/{loan_id}", 200, 1.25, 'id "quoted" \\ 9876543210')
+    fast = json.loads(stream.getvalue())
+
+    record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s", None, None)
+    record.args = ("GET", "/api/view-loan/{loan_id}", 200)
+    record.__dict__.update(route="/api/view-loan/{loan_id}", method="GET", status=200, duration_ms=1.25)
+    token = bind(LogContext('id "quoted" \\ 9876543210'))
+    try:
+        slow = json.loads(JsonFormatter().format(record))
+    finally:
+        unbind(token)
+    assert list(fast) == list(slow)  # the same fields in the same order
+    assert {k: v for k, v in fast.items() if k != "timestamp"} == {
+        k: v for k, v in slow.items() if k != "timestamp"
+    }
+    assert len(fast["timestamp"]) == len("2026-06-15T12:00:00.000Z") and fast["timestamp"].endswith("Z")
+
+
+def test_access_lines_go_through_the_writer_thread_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.observability.logging import access_line
+
+    stderr = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stderr)
+    configure_logging("INFO", "json")
+    for n in range(2_000):
+        assert access_line("GET", "/health", 200, 0.5, f"req-{n}")
+    stop_log_writer()  # drains
+
+    lines = [json.loads(line) for line in stderr.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"req-{n}" for n in range(2_000)]
+
+
+def test_the_writer_writes_whatever_has_queued_up_in_one_write() -> None:
+    import threading
+
+    from app.observability.logging import LineWriter
+
+    release = threading.Event()
+    writes: list[str] = []
+
+    class SlowPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(10)  # the first write stalls, as a full pipe would
+            writes.append(text)
+            return len(text)
+
+    writer = LineWriter(SlowPipe())
+    for n in range(3_000):
+        writer.put(f"line {n}")  # never blocks, whatever the pipe does
+    release.set()
+    writer.stop()
+    assert "".join(writes).splitlines() == [f"line {n}" for n in range(3_000)]
+    assert len(writes) <= 1 + 3_000 // LineWriter.MAX_BATCH + 1  # batches, not a write per line
+
+
+def test_no_access_line_above_info_or_in_console_format() -> None:
+    from app.observability.logging import access_line
+
+    configure_logging("WARNING", "json", stream=io.StringIO())
+    assert not access_line("GET", "/health", 200, 0.5, "r")
+    configure_logging("INFO", "console", stream=io.StringIO())
+    assert not access_line("GET", "/health", 200, 0.5, "r")

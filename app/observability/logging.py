@@ -16,7 +16,9 @@ import logging
 import queue
 import re
 import sys
-from logging.handlers import QueueHandler, QueueListener
+import threading
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from app.observability.context import current
@@ -97,29 +99,73 @@ class ConsoleFormatter(logging.Formatter):
         return line
 
 
-_listener: QueueListener | None = None
+class LineWriter:
+    """One thread writes every log line to the stream, whole batches at a time: a slow or stalled log pipe
+    never blocks the event loop, and a busy server makes one write per batch, not one per line."""
+
+    _STOP = object()
+    MAX_BATCH = 1024
+
+    def __init__(self, stream: TextIO) -> None:
+        self._lines: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._stream = stream
+        self.put = self._lines.put  # the caller's whole cost per line
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        lines, stream, stop = self._lines, self._stream, self._STOP
+        while True:
+            line = lines.get()
+            batch: list[object] = []
+            while line is not stop:
+                batch.append(line)
+                if len(batch) >= self.MAX_BATCH:
+                    break
+                try:
+                    line = lines.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                try:
+                    stream.write("\n".join(batch) + "\n")  # type: ignore[arg-type]
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken stream: the lines are lost, the service goes on
+            if line is stop:
+                return
+
+    def stop(self) -> None:
+        """Write out every queued line, then end the thread."""
+        self._lines.put(self._STOP)
+        self._thread.join(timeout=10)
+
+
+class _WriterHandler(logging.Handler):
+    """Formats on the caller (the request's context lives in its contextvars); the writer thread writes."""
+
+    def __init__(self, writer: LineWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self._put = writer.put
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._put(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_writer: LineWriter | None = None
+_access_sink: Callable[[str], None] | None = None
 
 
 def stop_log_writer() -> None:
     """Write out every queued line and stop the writer thread (at exit, and before reconfiguring)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
-
-
-def _queued_handler(formatter: logging.Formatter) -> logging.Handler:
-    """Lines are formatted by the caller (the request's context lives in its contextvars) and written to
-    stderr by a thread: a slow or stalled log pipe never blocks the event loop."""
-    global _listener
-    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    writer = logging.StreamHandler(sys.stderr)
-    writer.setFormatter(logging.Formatter("%(message)s"))  # already formatted by the QueueHandler
-    _listener = QueueListener(lines, writer)
-    _listener.start()
-    handler = QueueHandler(lines)
-    handler.setFormatter(formatter)
-    return handler
+    global _writer
+    if _writer is not None:
+        _writer.stop()
+        _writer = None
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
@@ -128,20 +174,29 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
 
     Without `stream` lines go to stderr through a writer thread; with one (tests, tools) they are
     written synchronously."""
+    global _writer, _access_sink
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        if getattr(handler, _HANDLER_MARK, False):
-            root.removeHandler(handler)
+    for installed in list(root.handlers):
+        if getattr(installed, _HANDLER_MARK, False):
+            root.removeHandler(installed)
     stop_log_writer()
     formatter = ConsoleFormatter() if fmt == "console" else JsonFormatter()
+    handler: logging.Handler
+    sink: Callable[[str], None]
     if stream is None:
-        handler = _queued_handler(formatter)
+        _writer = LineWriter(sys.stderr)
+        handler = _WriterHandler(_writer, formatter)
+        sink = _writer.put
     else:
         handler = logging.StreamHandler(stream)
         handler.setFormatter(formatter)
+        sink = _synchronous_sink(stream)
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The access line's fast path (access_line below): JSON at INFO. Console lines go through logging.
+    info = logging.getLevelName(level.upper()) <= logging.INFO
+    _access_sink = sink if fmt == "json" and info else None
 
     # uvicorn and arq install their own handlers and formats; send their lines through ours instead.
     for name in ("uvicorn", "uvicorn.error", "arq"):
@@ -153,6 +208,47 @@ def configure_logging(level: str = "INFO", fmt: str = "json", stream: TextIO | N
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+
+
+def _synchronous_sink(stream: TextIO) -> Callable[[str], None]:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+
+    return write
+
+
+# --- the access line --------------------------------------------------------------------------------
+# One per request: built as one string on the request path, no LogRecord, no dict, no json.dumps, and
+# handed to the writer thread. The same fields and order as a JSON line from JsonFormatter (test_logging
+# compares the two). Route templates and methods are ours; a request id is printable ASCII (context.py),
+# escaped only when it holds a quote or a backslash.
+
+_second: int = -1
+_second_text = ""
+
+
+def _access_timestamp(now: float) -> str:
+    global _second, _second_text
+    second = int(now)
+    if second != _second:
+        _second_text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = second
+    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
+
+
+def access_line(method: str, route: str, status: int, duration_ms: float, request_id: str) -> bool:
+    """Write the request's JSON access line; False when the fast path is off (console format, tests
+    with their own handler, or a level above INFO), and the caller logs through `logging` instead."""
+    sink = _access_sink
+    if sink is None:
+        return False
+    rid = json.dumps(request_id) if '"' in request_id or "\\" in request_id else f'"{request_id}"'
+    sink(
+        f'{{"timestamp": "{_access_timestamp(time.time())}", "level": "INFO", "logger": "{ACCESS_LOGGER}", '
+        f'"message": "{method} {route} {status}", "request_id": {rid}, "route": "{route}", '
+        f'"method": "{method}", "status": {status}, "duration_ms": {duration_ms}}}'
+    )
+    return True
 
 
 atexit.register(stop_log_writer)

@@ -26,7 +26,7 @@ from app.decisions.router import router as decisions_router
 from app.errors import FieldError, Problem, install_error_handlers
 from app.ingestion.router import router as ingestion_router
 from app.loans.router import router as loans_router
-from app.observability.logging import configure_logging
+from app.observability.logging import configure_logging, flush_log_writer
 from app.observability.middleware import ObservabilityMiddleware
 from app.operations.router import router as operations_router
 from app.policies import queries as policy_queries
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.untrack_engine(engine)
             await engine.dispose()
             metrics.mark_process_dead()
+            flush_log_writer()  # the lines are written by a thread that lingers for company
 
     app = FastAPI(
         title=TITLE,

@@ -7,11 +7,13 @@ What it does, on this machine, with everything on it (API, PostgreSQL, load gene
    ingestion, as production does. Default: 10,000 customers / 100,000 loans.
 2. Loads the same workbooks into raw_* tables with the floor's own loader
    (../shared/bench/raw_floor.py, else bench/raw_floor.py) and VACUUM ANALYZEs the database.
-3. Starts the API as deployed (`python -m app.cli serve`: uvicorn, uvloop, httptools) with 2 workers and
-   drives each endpoint at 64 concurrent connections for a fixed time: check-eligibility and view-loans
-   over random customers, view-loan over random loans, create-loan over distinct customers (last: it
-   writes). wrk with a Lua script when installed, else bench/loadgen.py.
-4. Starts the floor (`uvicorn raw_floor:app --workers 2`) and drives its two endpoints the same way.
+3. Starts the API as deployed (`python -m app.cli serve`: uvicorn, uvloop, httptools, LOG_LEVEL=INFO)
+   with 2 workers and drives each endpoint at 64 concurrent connections for a fixed time:
+   check-eligibility and view-loans over random customers, view-loan over random loans, create-loan over
+   distinct customers (last: it writes). wrk with a Lua script when installed, else bench/loadgen.py.
+4. Starts the floor (`uvicorn raw_floor:app --workers 2`) and drives its two endpoints the same way, then
+   the API again with its logs quiet (LOG_LEVEL=WARNING) on eligibility and view-loan: the difference is
+   what the access log costs.
 5. Repeats eligibility, view-loan and view-loans on a second database of 100,000 customers / 1,000,000
    loans (ten loans a customer, as before: the book grows, not each customer's history) and prints the
    ratio of p50 latencies.

@@ -31,7 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# soft_wrap: a long path or message stays on one line, whatever the terminal width (greppable in logs).
 
 
 # --------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from app.ingestion.job_state import IngestionReport, JobState
 
 SHOWN_ROWS = 20  # re-keyed rows / errors printed per file; `job --json` lists up to 100 of each
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# soft_wrap: a long path or message stays on one line, whatever the terminal width (greppable in logs).
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 

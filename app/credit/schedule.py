@@ -60,12 +60,6 @@ class Installment:
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def due_dates(start_date: date, first: int, last: int) -> Iterator[date]:
-    """add_months(start_date, k) for k = first..last, stepped a month at a time."""
-    for text in due_date_texts(start_date, first, last):
-        yield date.fromisoformat(text)
-
-
 def due_date_texts(start_date: date, first: int, last: int) -> list[str]:
     """add_months(start_date, k) for k = first..last as ISO text: a statement renders up to 600 of them,
     and building and formatting a date per line cost a third of rendering one. Months repeat across loans,

@@ -40,9 +40,19 @@ def mask_phone_numbers(text: str) -> str:
     return _PHONE_LIKE.sub(_MASK, text)
 
 
+_second: int = -1
+_second_text = ""
+
+
 def _timestamp(created: float) -> str:
-    moment = dt.datetime.fromtimestamp(created, dt.UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """ISO 8601, UTC, milliseconds: `2026-06-15T12:00:00.123Z`. The seconds part is formatted once a
+    second: every log line and every access line takes one."""
+    global _second, _second_text
+    second = int(created)
+    if second != _second:
+        _second_text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = second
+    return f"{_second_text}.{int((created - second) * 1000):03d}Z"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -247,18 +257,6 @@ def _synchronous_sink(stream: TextIO) -> Callable[[str], None]:
 # compares the two). Route templates and methods are ours; a request id is printable ASCII (context.py),
 # escaped only when it holds a quote or a backslash.
 
-_second: int = -1
-_second_text = ""
-
-
-def _access_timestamp(now: float) -> str:
-    global _second, _second_text
-    second = int(now)
-    if second != _second:
-        _second_text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _second = second
-    return f"{_second_text}.{int((now - second) * 1000):03d}Z"
-
 
 def access_line(method: str, route: str, status: int, duration_ms: float, request_id: str) -> bool:
     """Write the request's JSON access line; False when the fast path is off (console format, tests
@@ -268,7 +266,7 @@ def access_line(method: str, route: str, status: int, duration_ms: float, reques
         return False
     rid = json.dumps(request_id) if '"' in request_id or "\\" in request_id else f'"{request_id}"'
     sink(
-        f'{{"timestamp": "{_access_timestamp(time.time())}", "level": "INFO", "logger": "{ACCESS_LOGGER}", '
+        f'{{"timestamp": "{_timestamp(time.time())}", "level": "INFO", "logger": "{ACCESS_LOGGER}", '
         f'"message": "{method} {route} {status}", "request_id": {rid}, "route": "{route}", '
         f'"method": "{method}", "status": {status}, "duration_ms": {duration_ms}}}'
     )
@@ -278,7 +276,7 @@ def access_line(method: str, route: str, status: int, duration_ms: float, reques
 atexit.register(stop_log_writer)
 
 
-def _dict_config(level: str, fmt: str, loggers: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _dict_config(fmt: str, loggers: dict[str, dict[str, Any]]) -> dict[str, Any]:
     formatter = (
         "app.observability.logging.ConsoleFormatter"
         if fmt == "console"
@@ -299,7 +297,6 @@ def uvicorn_log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]
     """uvicorn's `log_config`: its own lines ("Started server process", "Uvicorn running on") come out in
     our format from the first one, before the app's lifespan routes everything through configure_logging."""
     return _dict_config(
-        level,
         fmt,
         {
             "uvicorn": {"handlers": ["stderr"], "level": level.upper(), "propagate": False},
@@ -312,6 +309,4 @@ def uvicorn_log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]
 
 def arq_log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     """For `arq --custom-log-dict`: ARQ's start lines in our format, before the worker's on_startup."""
-    return _dict_config(
-        level, fmt, {"arq": {"handlers": ["stderr"], "level": level.upper(), "propagate": False}}
-    )
+    return _dict_config(fmt, {"arq": {"handlers": ["stderr"], "level": level.upper(), "propagate": False}})

@@ -26,7 +26,6 @@ loan it reads, and Decimal steps cost 1.8 ms for a loan of 93 installments; inte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
@@ -60,13 +59,18 @@ class Installment:
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def due_date_texts(start_date: date, first: int, last: int) -> list[str]:
-    """add_months(start_date, k) for k = first..last as ISO text: a statement renders up to 600 of them,
-    and building and formatting a date per line cost a third of rendering one. Months repeat across loans,
-    so each (month, day) is worked out once per process."""
-    day = start_date.day
-    index = start_date.year * 12 + start_date.month - 1
-    return [_month_day_text(index + k, day) for k in range(first, last + 1)]
+def all_due_date_texts(start_date: date, tenure: int) -> tuple[str, ...]:
+    """add_months(start_date, k) as ISO text at [k - 1], for k = 1..tenure.
+
+    A statement renders up to 600 of them; building and formatting a date per line cost a third of
+    rendering one. Loans that start on the same day share the tuple, and each (month, day) is worked out
+    once per process."""
+    return _due_texts(start_date.year * 12 + start_date.month - 1, start_date.day, tenure)
+
+
+@lru_cache(maxsize=1_024)  # up to 600 shared strings each: under 5 MB
+def _due_texts(index: int, day: int, tenure: int) -> tuple[str, ...]:
+    return tuple([_month_day_text(index + k, day) for k in range(1, tenure + 1)])
 
 
 @lru_cache(maxsize=32_768)  # 80 years of months x 31 days of the month: a few MB at most
@@ -96,22 +100,29 @@ def rate_ratio(annual_rate: Decimal) -> tuple[int, int]:
     return numerator, denominator * 1200
 
 
+# One installment as stepped: (number, interest, principal, balance after), in cents.
+Step = tuple[int, int, int, int]
+
+
 def steps(
-    balance: int, rate: tuple[int, int], emi: int, *, first: int, tenure: int
-) -> Iterator[tuple[int, int, int, int]]:
-    """(number, interest, principal, balance after) in cents for installments `first`.. until the
-    balance is repaid: the arithmetic of the rules above, once."""
+    balance: int, rate: tuple[int, int], emi: int, *, first: int, tenure: int, last: int | None = None
+) -> list[Step]:
+    """Installments `first`..`last` (default: the tenure) until the balance is repaid: the arithmetic of
+    the rules above, once. A list, built in one loop: a statement steps up to 600 of them per request."""
     numerator, denominator = rate
     twice = 2 * denominator
-    for number in range(first, tenure + 1):
+    result: list[Step] = []
+    append = result.append
+    for number in range(first, (tenure if last is None else min(last, tenure)) + 1):
         if balance <= 0:
-            return
+            break
         interest = (2 * balance * numerator + denominator) // twice  # round half-up, exactly
         principal = emi - interest if emi > interest else 0
         if number == tenure or principal >= balance:
             principal = balance
         balance -= principal
-        yield number, interest, principal, balance
+        append((number, interest, principal, balance))
+    return result
 
 
 def project(
@@ -144,9 +155,7 @@ def installments_left(
     balance: Decimal, annual_rate: Decimal, emi: Decimal, *, first: int, tenure: int
 ) -> int:
     """How many installments `project` would list, without building them."""
-    return sum(
-        1 for _ in steps(cents(balance), rate_ratio(annual_rate), cents(emi), first=first, tenure=tenure)
-    )
+    return len(steps(cents(balance), rate_ratio(annual_rate), cents(emi), first=first, tenure=tenure))
 
 
 def schedule(loan_amount: Decimal, annual_rate: Decimal, tenure: int, start_date: date) -> list[Installment]:

@@ -13,14 +13,15 @@ Pure: the caller passes the stored loan, its payments and `today`. The rules (is
 from __future__ import annotations
 
 import datetime as dt
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from itertools import islice
 
 from app.credit.dates import add_months
 from app.credit.policy import installment
-from app.credit.schedule import LoanState, cents, due_date_texts, rate_ratio, steps
+from app.credit.schedule import LoanState, Step, all_due_date_texts, cents, rate_ratio, steps
 
 
 class LoanStatus(StrEnum):
@@ -83,86 +84,70 @@ class PaymentRecord:
     on_time: bool
 
 
-# One installment of a statement, as it is rendered: (number, due date, amount, principal, interest,
-# balance after, status, paid on). A plain tuple, built up to 600 times per statement: figures in cents,
-# the due date as ISO text (which orders as the dates do), the status as its value.
-Line = tuple[int, str, int, int, int, int, str, dt.date | None]
-
-
 @dataclass(frozen=True, slots=True)
 class Statement:
-    lines: list[Line]
+    """A loan's schedule in three runs, in installment order, and where it stands today.
+
+    The runs stay as schedule steps (figures in cents) rather than one object per installment: a
+    statement has up to 600 and is read far more often than anything else servicing does, so the
+    renderer (app.servicing.statement_json) formats the steps directly."""
+
+    due_dates: Sequence[str]  # installment k's due date, ISO text, at [k - 1]
+    settled: list[Step]  # an imported loan's first installments: the formula's, paid on time, dates unknown
+    paid: list[tuple[PaymentRecord, int]]  # each API payment and the balance after it, in cents
+    projected: list[Step]  # the unpaid installments, projected with the EMI in force
+    overdue: int  # how many of `projected`, from the first, are overdue
     days_past_due: int
     delinquency_class: DelinquencyClass
     loan_status: LoanStatus
-    next_installment: Line | None  # the next unpaid one, which may be overdue
     payoff_amount: Decimal
+
+    @property
+    def next_installment(self) -> tuple[str, int] | None:
+        """The next unpaid installment (which may be overdue): its due date and amount in cents."""
+        if not self.projected:
+            return None
+        number, interest, principal, _ = self.projected[0]
+        return self.due_dates[number - 1], interest + principal
 
 
 def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -> Statement:
     """`state` is the loan as stored (after every payment); `payments` its API payments, oldest first."""
     rate = rate_ratio(state.annual_rate)
-    start, tenure = state.start_date, state.tenure
+    tenure = state.tenure
+    due_dates = all_due_date_texts(state.start_date, tenure)
     settled_before = state.installments_paid - len(payments)  # imported: the first ones, dates unknown
-    lines: list[Line] = []
+    settled: list[Step] = []
     if settled_before:
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
-        formula = steps(cents(state.loan_amount), rate, formula_emi, first=1, tenure=tenure)
-        lines += [
-            (number, due, interest + principal, principal, interest, after, _PAID_ON_TIME, None)
-            for (number, interest, principal, after), due in zip(
-                islice(formula, settled_before), due_date_texts(start, 1, settled_before), strict=True
-            )
-        ]
+        settled = steps(
+            cents(state.loan_amount), rate, formula_emi, first=1, tenure=tenure, last=settled_before
+        )
     # Each payment's balance after: what is owed now plus the principal of the payments after it.
     balance = cents(state.outstanding) + sum(cents(p.principal) for p in payments)
+    paid: list[tuple[PaymentRecord, int]] = []
     for p in payments:
-        principal = cents(p.principal)
-        balance -= principal
-        lines.append(
-            (
-                p.installment_number,
-                add_months(start, p.installment_number).isoformat(),
-                cents(p.amount),
-                principal,
-                cents(p.interest),
-                balance,
-                _PAID_ON_TIME if p.on_time else _PAID_LATE,
-                p.paid_on,
-            )
-        )
-    first = state.installments_paid + 1
+        balance -= cents(p.principal)
+        paid.append((p, balance))
     projected = steps(
-        cents(state.outstanding), rate, cents(state.monthly_installment), first=first, tenure=tenure
+        cents(state.outstanding),
+        rate,
+        cents(state.monthly_installment),
+        first=state.installments_paid + 1,
+        tenure=tenure,
     )
-    unpaid = len(lines)
-    today_text = today.isoformat()
-    # strict=False: the projection may end before the tenure (rounding, or an EMI above the formula's).
-    lines += [
-        (
-            number,
-            due,
-            interest + principal,
-            principal,
-            interest,
-            after,
-            _OVERDUE if due < today_text else _UPCOMING,
-            None,
-        )
-        for (number, interest, principal, after), due in zip(
-            projected, due_date_texts(start, first, tenure), strict=False
-        )
-    ]
-    dpd = days_past_due(start, state.installments_paid, state.paid_off, today)
+    # Unpaid installments falling due before today are overdue; due dates only grow down the schedule.
+    first_due = state.installments_paid  # index of the first projected one in due_dates
+    overdue = bisect_left(due_dates, today.isoformat(), first_due, first_due + len(projected)) - first_due
+    dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)
     return Statement(
-        lines=lines,
+        due_dates=due_dates,
+        settled=settled,
+        paid=paid,
+        projected=projected,
+        overdue=overdue,
         days_past_due=dpd,
         delinquency_class=delinquency_class(dpd),
-        loan_status=loan_status(start, state.installments_paid, state.paid_off, today),
-        next_installment=lines[unpaid] if unpaid < len(lines) else None,
+        loan_status=loan_status(state.start_date, state.installments_paid, state.paid_off, today),
         payoff_amount=state.payoff,
     )
-
-
-_PAID_ON_TIME, _PAID_LATE = InstallmentStatus.PAID_ON_TIME.value, InstallmentStatus.PAID_LATE.value
-_OVERDUE, _UPCOMING = InstallmentStatus.OVERDUE.value, InstallmentStatus.UPCOMING.value

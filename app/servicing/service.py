@@ -16,7 +16,7 @@ from app.credit.statement import PaymentRecord, loan_status, statement
 from app.db import Reader
 from app.errors import ImportInProgress, InvalidRequest, LoanPaidOff, NotFound, PaymentNotAccepted
 from app.servicing import queries
-from app.servicing.schemas import NextInstallmentOut, PaymentIn, PaymentLineOut, PaymentOut, StatementHead
+from app.servicing.schemas import NextInstallmentOut, PaymentIn, PaymentOut, StatementHead
 from app.servicing.statement_json import statement_json
 
 
@@ -152,7 +152,7 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
     result = statement(state, payments, today)
     following = result.next_installment
     next_installment = (
-        NextInstallmentOut(due_date=dt.date.fromisoformat(following[1]), amount=money(following[2]))
+        NextInstallmentOut(due_date=dt.date.fromisoformat(following[0]), amount=money(following[1]))
         if following
         else None
     )
@@ -172,19 +172,4 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
         next_installment=next_installment,
         payoff_amount=result.payoff_amount,
     )
-    return statement_json(
-        head,
-        result.lines,
-        [
-            PaymentLineOut(
-                payment_id=p.payment_id,
-                paid_on=p.paid_on,
-                amount=p.amount,
-                interest=p.interest,
-                principal=p.principal,
-                installment_number=p.installment_number,
-                on_time=p.on_time,
-            )
-            for p in payments
-        ],
-    )
+    return statement_json(head, result)

@@ -10,7 +10,7 @@ from typing import Any
 
 from arq import create_pool
 from arq.connections import RedisSettings
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -94,18 +94,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.clock = utc_now
     install_error_handlers(app)
     install_docs(app)
-    app.include_router(customers_router)
-    app.include_router(loans_router)
-    app.include_router(servicing_router)
-    app.include_router(decisions_router)
-    app.include_router(policies_router)
-    app.include_router(ingestion_router)
-    app.include_router(operations_router)
+    _add_routes(
+        app,
+        loans_router,
+        servicing_router,
+        customers_router,
+        decisions_router,
+        policies_router,
+        ingestion_router,
+        operations_router,
+    )
     _declare_problem_schema(app)
     install_security(app, settings)
     # Added last, so outermost of the user middleware: it times, ids and logs whatever the others answer.
     app.add_middleware(ObservabilityMiddleware)
     return app
+
+
+def _add_routes(app: FastAPI, *routers: APIRouter) -> None:
+    """The routers' routes, straight into the app's own list, the busiest first.
+
+    `include_router` (FastAPI 0.165) keeps each router as a nested group that every request walks
+    through: on its way to a route, a request was matched against each group before it, twice against its
+    own, with scope bookkeeping per candidate: half of GET /health's CPU. The routes are complete where
+    they are declared (prefix, tags, responses, route class), so the app holds them directly.
+
+    A request is matched against the routes in order, so the order is the cost: the routers' own routes
+    first (in the order given), then FastAPI's (the OpenAPI document, the docs pages), then the
+    trailing-slash spellings. No two routes match the same request (tests/test_routes.py), so the order
+    changes nothing else."""
+    added = [route for router in routers for route in router.routes]
+    trailing = [route for route in added if getattr(route, "path", "").endswith("/")]
+    own = [route for route in added if not getattr(route, "path", "").endswith("/")]
+    app.router.routes[:] = own + app.router.routes + trailing
 
 
 def _exact_id_bounds(node: Any) -> None:

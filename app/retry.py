@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.db import unit_of_work
 from app.errors import sqlstate_of
+from app.fast_handlers import fast_handler
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class TransactionRetryRoute(APIRoute):
         handler = super().get_route_handler()
         if not _runs_unit_of_work(self.dependant):
             # Nothing to retry (the single-statement reads of app.db.Reader cannot be a serialization
-            # failure or a deadlock victim), and the wrapper's exit stack cost about 3% of a read.
-            return handler
+            # failure or a deadlock victim), and the wrapper's exit stack cost about 3% of a read. The
+            # reads' own handler skips FastAPI's per-request generic work (app.fast_handlers).
+            return fast_handler(self, handler) or handler
 
         async def retrying_handler(request: Request) -> Response:
             attempts: int = request.app.state.settings.db_retry_attempts

@@ -115,8 +115,8 @@ def fast_handler(route: APIRoute, standard: Handler) -> Handler | None:
     if response_field is None and inspect.signature(endpoint).return_annotation not in (Response, "Response"):
         return None
     path_params = [(field.name, field.alias, field) for field in dependant.path_params]
-    query_defaults = [(field.name, field.get_default()) for field in dependant.query_params]
-    if any(default is PydanticUndefined for _, default in query_defaults):
+    query_params = dependant.query_params
+    if any(field.get_default() is PydanticUndefined for field in query_params):
         return None  # a required query parameter: always FastAPI's
     body = dependant.body_params[0] if dependant.body_params else None
     dependencies: list[tuple[str, Callable[[Request], Awaitable[Any]]]] = [
@@ -135,8 +135,8 @@ def fast_handler(route: APIRoute, standard: Handler) -> Handler | None:
             if errors:
                 return await standard(request)
             values[name] = value
-        for name, default in query_defaults:
-            values[name] = default
+        for field in query_params:
+            values[field.name] = field.get_default()  # per request, as FastAPI does (default factories)
         if body is not None:
             if request.headers.get("content-type") != _JSON:
                 return await standard(request)
@@ -156,9 +156,10 @@ def fast_handler(route: APIRoute, standard: Handler) -> Handler | None:
             return result  # without a response field the endpoint returns a Response
         if model is None or not _is_exactly(result, model, is_list):
             # Not exactly what the route declares: validated first, as FastAPI does.
-            result, errors = response_field.validate(result, {}, loc=("response",))
+            validated, errors = response_field.validate(result, {}, loc=("response",))
             if errors:
                 raise ResponseValidationError(errors=errors, body=result)
+            result = validated
         return Response(response_field.serialize_json(result), status_code=status_code, media_type=_JSON)
 
     FAST_ROUTES.update((method, route.path) for method in route.methods or ())

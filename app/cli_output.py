@@ -3,12 +3,17 @@ first rows of each list and where the rest are."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
 import typer
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from app.ingestion.job_state import IngestionReport, JobState
+
+T = TypeVar("T")
 
 SHOWN_ROWS = 20  # re-keyed rows / errors printed per file; `job --json` lists up to 100 of each
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -93,38 +98,40 @@ def print_report(report: IngestionReport) -> None:
                 f"{f.file}: computed (absent from the file): {', '.join(f.derived_columns)}", highlight=False
             )
         if f.rekeyed_customers:
-            out.print(
+            _list_rows(
                 f"{f.file}: {f.rekeyed:,} customers re-keyed (their Customer ID was held by a customer "
-                "no import created):"
+                "no import created):",
+                f.rekeyed_customers,
+                lambda c: (
+                    f"row {c.row}: Customer ID {c.workbook_customer_id} (held by customer "
+                    f"{c.held_by_customer_id}) -> customer_id {c.customer_id}"
+                ),
+                f.rekeyed,
+                "customers: source_customer_id <> customer_id",
             )
-            for c in f.rekeyed_customers[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {c.row}: Customer ID {c.workbook_customer_id} (held by customer "
-                    f"{c.held_by_customer_id}) -> customer_id {c.customer_id}",
-                    highlight=False,
-                )
-            _more(len(f.rekeyed_customers), f.rekeyed, "customers: source_customer_id <> customer_id")
         if f.rekeyed_loans:
-            out.print(f"{f.file}: {f.rekeyed:,} loans re-keyed (their Loan ID was held by another loan):")
-            for loan in f.rekeyed_loans[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {loan.row}: customer {loan.customer_id}, Loan ID {loan.workbook_loan_id} "
-                    f"(held by customer {loan.held_by_customer_id}) -> loan_id {loan.loan_id}",
-                    highlight=False,
-                )
-            _more(len(f.rekeyed_loans), f.rekeyed, "loans: source_loan_id <> loan_id")
-        if f.serviced_here_loans:
-            out.print(
-                f"{f.file}: {f.serviced_here:,} loans left as they are: they have payments through the API, "
-                "whose ledger the import does not override:"
+            _list_rows(
+                f"{f.file}: {f.rekeyed:,} loans re-keyed (their Loan ID was held by another loan):",
+                f.rekeyed_loans,
+                lambda loan: (
+                    f"row {loan.row}: customer {loan.customer_id}, Loan ID {loan.workbook_loan_id} "
+                    f"(held by customer {loan.held_by_customer_id}) -> loan_id {loan.loan_id}"
+                ),
+                f.rekeyed,
+                "loans: source_loan_id <> loan_id",
             )
-            for serviced in f.serviced_here_loans[:SHOWN_ROWS]:
-                out.print(
-                    f"  row {serviced.row}: customer {serviced.customer_id}, Loan ID "
-                    f"{serviced.workbook_loan_id} -> loan_id {serviced.loan_id}",
-                    highlight=False,
-                )
-            _more(len(f.serviced_here_loans), f.serviced_here, "loans: last_paid_on IS NOT NULL")
+        if f.serviced_here_loans:
+            _list_rows(
+                f"{f.file}: {f.serviced_here:,} loans left as they are: they have payments through the API, "
+                "whose ledger the import does not override:",
+                f.serviced_here_loans,
+                lambda serviced: (
+                    f"row {serviced.row}: customer {serviced.customer_id}, Loan ID "
+                    f"{serviced.workbook_loan_id} -> loan_id {serviced.loan_id}"
+                ),
+                f.serviced_here,
+                "loans: last_paid_on IS NOT NULL",
+            )
         if f.errors:
             out.print(f"{f.file}: {f.skipped:,} rows skipped:")
             for e in f.errors[:SHOWN_ROWS]:
@@ -139,6 +146,14 @@ def print_report(report: IngestionReport) -> None:
                 )
                 out.print(f"  row {d.row} ({key}) -> row {d.kept_row}", highlight=False)
             _more(len(f.duplicate_rows), f.duplicates)
+
+
+def _list_rows(header: str, rows: Sequence[T], line: Callable[[T], str], total: int, table_has: str) -> None:
+    """A header, the first SHOWN_ROWS rows (one line each), and where the rest are."""
+    out.print(header)
+    for row in rows[:SHOWN_ROWS]:
+        out.print(f"  {line(row)}", highlight=False)
+    _more(len(rows), total, table_has)
 
 
 def _more(listed: int, total: int, table_has: str | None = None) -> None:

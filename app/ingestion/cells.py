@@ -168,23 +168,22 @@ def rate(value: Any) -> Decimal:
 
 
 def identifier(value: Any) -> int:
-    if type(value) is int and 0 < value <= _BIGINT_MAX:
+    if type(value) is int and 0 < value <= _BIGINT_MAX:  # the common cell, without a further call
         return value
-    number = _whole(value)
-    if number <= 0:
-        raise Invalid("must be a positive whole number")
-    if number > _BIGINT_MAX:
-        raise Invalid("too large")
-    return number
+    return _positive_whole(value, _BIGINT_MAX, "must be a positive whole number")
 
 
 def positive_count(value: Any) -> int:
     if type(value) is int and 0 < value <= _INT_MAX:
         return value
+    return _positive_whole(value, _INT_MAX, "must be greater than zero")
+
+
+def _positive_whole(value: Any, limit: int, not_positive: str) -> int:
     number = _whole(value)
     if number <= 0:
-        raise Invalid("must be greater than zero")
-    if number > _INT_MAX:
+        raise Invalid(not_positive)
+    if number > limit:
         raise Invalid("too large")
     return number
 

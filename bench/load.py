@@ -216,7 +216,29 @@ def drive(server: Server, scenario: Scenario, config: Config, target: str) -> Re
     if config.warmup > 0 and not scenario.distinct:
         run(server, scenario, config, config.warmup)
     repeats = 1 if scenario.distinct else max(1, config.repeats)  # create-loan: each customer once
-    runs = [_measure(server, scenario, config, target) for _ in range(repeats)]
+    return _combined(scenario, target, [_measure(server, scenario, config, target) for _ in range(repeats)])
+
+
+def drive_alternated(servers: dict[str, Server], scenario: Scenario, config: Config) -> dict[str, Result]:
+    """`drive` for two or more servers at once, their runs taken in turn (the order flipped each round).
+
+    Why: what separates them (the API as deployed and with its logs quiet) is smaller than what this
+    machine drifts by over the minutes between two separate drives."""
+    run = _run_wrk if config.generator == "wrk" else _run_builtin
+    if config.warmup > 0:
+        for server in servers.values():
+            run(server, scenario, config, config.warmup)
+    runs: dict[str, list[Result]] = {target: [] for target in servers}
+    order = list(servers.items())
+    for _ in range(max(1, config.repeats)):
+        for target, server in order:
+            runs[target].append(_measure(server, scenario, config, target))
+        order.reverse()
+    return {target: _combined(scenario, target, results) for target, results in runs.items()}
+
+
+def _combined(scenario: Scenario, target: str, runs: list[Result]) -> Result:
+    """One result from several runs: the median of each figure, the sum of the counts."""
 
     def median(key: str) -> float:
         return float(statistics.median(getattr(r, key) for r in runs))
@@ -242,7 +264,7 @@ def drive(server: Server, scenario: Scenario, config: Config, target: str) -> Re
         f"{target:>5} {scenario.name:<17} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
         f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.non_2xx}  errors {result.errors}  "
         f"cpu/req: server {result.server_cpu_us:.0f} us, postgres {result.postgres_cpu_us:.0f} us"
-        + (f"  (median of {repeats})" if repeats > 1 else "")
+        + (f"  (median of {len(runs)})" if len(runs) > 1 else "")
     )
     return result
 

@@ -117,8 +117,9 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         f"{_fmt(generator_cpu, 0)} µs of CPU per request (median over the API runs, its start-up "
         "included): that share of the two cores was not the server's.",
         "- The API runs as deployed: `credit-approval serve`, LOG_LEVEL=INFO, a JSON access line per request "
-        "(to a file), metrics, request ids, API-key and body-limit middlewares all on. The logs-quiet run "
-        "(LOG_LEVEL=WARNING) is the same API and data right after the floor's run.",
+        "(to a file), metrics, request ids, API-key and body-limit middlewares all on. The logs-quiet API "
+        "(LOG_LEVEL=WARNING) runs beside it on the same data; on eligibility and view-loan the two are "
+        "measured in turn, run by run, the order flipped each round, so the machine's drift falls on both.",
         "- Data: workbooks from app/sample_data.py, ingested through the ARQ job "
         f"({_fmt(setup.get('ingest_seconds', nan), 1)} s for the endpoint run's workbooks); the floor "
         f"loads the same files into raw_* tables ({_fmt(setup.get('floor_load_seconds', nan), 1)} s). "

@@ -24,6 +24,27 @@ class Settings(BaseSettings):
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/credit",
         description="PostgreSQL URL; postgres:// and postgresql:// are accepted and normalised.",
     )
+    database_replica_urls: str = Field(
+        default="",
+        description="Comma-separated URLs of streaming replicas (hot standbys) of DATABASE_URL; empty = "
+        "none. Single-statement reads go to them round-robin; writes and units of work stay on the primary "
+        "(docs/scaling.md).",
+    )
+    replica_max_lag_ms: int = Field(
+        default=1_000,
+        ge=0,
+        description="A replica further behind the primary than this (checked in the background) gets no "
+        "reads until it catches up.",
+    )
+    replica_check_interval_s: float = Field(
+        default=0.5, gt=0, description="How often each replica's state and lag are checked."
+    )
+    db_transaction_pooler: bool = Field(
+        default=False,
+        description="The database URLs point at PgBouncer (or another pooler) in transaction pooling mode: "
+        "no prepared statement outlives its transaction, and no session setting is sent at connect "
+        "(set statement_timeout and lock_timeout with ALTER ROLE instead; docs/scaling.md).",
+    )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
     arq_queue_name: str = Field(default="credit-approval:queue", description="ARQ queue in Redis.")
     # Connection budget: web_concurrency x (db_pool_size + db_max_overflow) + worker pool < max_connections.
@@ -98,6 +119,15 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise(cls, value: str) -> str:
         return normalise_database_url(value)
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _normalise_replicas(cls, value: str) -> str:
+        return ",".join(normalise_database_url(url.strip()) for url in value.split(",") if url.strip())
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        return [url for url in self.database_replica_urls.split(",") if url]
 
     @property
     def api_key_list(self) -> list[str]:

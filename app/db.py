@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from fastapi import Request
@@ -28,10 +29,14 @@ from sqlalchemy.pool import Pool, QueuePool
 
 from app.config import Settings
 
+if TYPE_CHECKING:
+    from app.replicas import Replicas
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+
+def create_engine(settings: Settings, *, pool_size: int | None = None, url: str | None = None) -> AsyncEngine:
+    """An engine on the primary (DATABASE_URL), or on `url` (a replica) with the same settings."""
     return create_async_engine(
-        settings.database_url,
+        url or settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_s,
@@ -41,17 +46,40 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_recycle=1800,
         # Errors are logged; their text must not carry statement parameters (phone numbers, names).
         hide_parameters=True,
-        connect_args={
-            "timeout": settings.db_connect_timeout_s,
-            "command_timeout": max(settings.db_statement_timeout_ms / 1000 * 2, 5),
-            "server_settings": {
-                "application_name": "credit-approval",
-                "statement_timeout": str(settings.db_statement_timeout_ms),
-                "lock_timeout": str(settings.db_statement_timeout_ms),
-                "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 6),
-            },
-        },
+        connect_args=_connect_args(settings),
     )
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout_s,
+        "command_timeout": max(settings.db_statement_timeout_ms / 1000 * 2, 5),
+    }
+    if not settings.db_transaction_pooler:
+        args["server_settings"] = {
+            "application_name": "credit-approval",
+            "statement_timeout": str(settings.db_statement_timeout_ms),
+            "lock_timeout": str(settings.db_statement_timeout_ms),
+            "idle_in_transaction_session_timeout": str(settings.db_statement_timeout_ms * 6),
+        }
+        return args
+    # Behind a transaction pooler each transaction may run on a different server connection, so:
+    # - no statement cache: asyncpg then sends each statement as the unnamed one, parsed and run in the
+    #   same transaction (its named statements would be missing, or already exist, on the next server);
+    # - SQLAlchemy's sessions prepare named statements inside their transaction. asyncpg numbers them per
+    #   process, so two processes (API workers, the ARQ worker) would meet on a shared server connection
+    #   with the same name ("already exists"): a random name each time, and no cache of them;
+    # - PgBouncer refuses startup parameters it does not know, and would not keep them per client anyway:
+    #   the timeouts come from ALTER ROLE ... SET (docs/scaling.md). application_name it does track.
+    args["statement_cache_size"] = 0
+    args["prepared_statement_cache_size"] = 0
+    args["prepared_statement_name_func"] = _statement_name
+    args["server_settings"] = {"application_name": "credit-approval"}
+    return args
+
+
+def _statement_name() -> str:
+    return f"__credit_{uuid.uuid4().hex}__"
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -115,15 +143,28 @@ class Reader:
     handlers and the retry logic see no difference.
     """
 
-    __slots__ = ("_bind",)
+    __slots__ = ("_bind", "_replicas")
 
-    def __init__(self, bind: AsyncEngine | AsyncConnection | AsyncSession) -> None:
+    def __init__(
+        self, bind: AsyncEngine | AsyncConnection | AsyncSession, replicas: Replicas | None = None
+    ) -> None:
         self._bind = bind
+        self._replicas = replicas
 
     async def fetch(self, statement: Statement, **values: Any) -> list[asyncpg.Record]:
         args = statement.arguments(values)
         bind = self._bind
         if isinstance(bind, AsyncEngine):
+            replicas = self._replicas
+            if replicas is not None and (replica := replicas.pick()) is not None:
+                try:
+                    return await _fetch_pooled(replica, statement.sql, args)
+                except (DBAPIError, OSError) as error:
+                    if not _replica_may_fail(error):
+                        raise
+                    if _lost(error):
+                        replicas.read_failed(replica, error)
+                    # Nobody sees a replica's failure: the primary answers the same statement.
             return await _fetch_pooled(bind, statement.sql, args)
         connection = await bind.connection() if isinstance(bind, AsyncSession) else bind
         fairy = await connection.get_raw_connection()
@@ -138,6 +179,19 @@ class Reader:
     async def fetchrow(self, statement: Statement, **values: Any) -> asyncpg.Record | None:
         rows = await self.fetch(statement, **values)
         return rows[0] if rows else None
+
+
+def _lost(error: BaseException) -> bool:
+    return isinstance(error, OSError) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+
+
+def _replica_may_fail(error: BaseException) -> bool:
+    """Failures of a replica that the primary answers instead: it is unreachable or lost the connection,
+    or it cancelled the read for a conflict with recovery (SQLSTATE 40001 on a standby). Any other error
+    (a timeout, a bad parameter) would happen on the primary too, and is raised."""
+    if _lost(error):
+        return True
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == "40001"
 
 
 ReadsWith = Reader | AsyncEngine | AsyncConnection | AsyncSession
@@ -170,10 +224,10 @@ _GATES: weakref.WeakKeyDictionary[Pool, asyncio.Semaphore] = weakref.WeakKeyDict
 
 async def _fetch_pooled(engine: AsyncEngine, sql: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
     async with _gate(engine):
-        return await _checkout_and_fetch(engine, sql, args)
+        return await checkout_and_fetch(engine, sql, args)
 
 
-async def _checkout_and_fetch(engine: AsyncEngine, sql: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
+async def checkout_and_fetch(engine: AsyncEngine, sql: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
     dialect = engine.dialect
     for attempt in (1, 2):
         try:
@@ -228,13 +282,15 @@ async def _fetch(driver: asyncpg.Connection, sql: str, args: tuple[Any, ...]) ->
 
 
 async def get_reader(request: Request) -> Reader:
-    """The request's Reader: over the pool, or over the connection the app's sessionmaker is bound to.
+    """The request's Reader: over the pool (and the replicas, when there are any), or over the connection
+    the app's sessionmaker is bound to.
 
     A plain (non-generator) dependency: nothing to clean up per request, so FastAPI sets up no exit stack
     and no shielded cancel scope for it.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    return Reader(sessionmaker.kw["bind"])
+    state = request.app.state
+    sessionmaker: async_sessionmaker[AsyncSession] = state.sessionmaker
+    return Reader(sessionmaker.kw["bind"], state.replicas)
 
 
 async def ping(engine: AsyncEngine) -> None:

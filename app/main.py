@@ -32,6 +32,7 @@ from app.operations.router import router as operations_router
 from app.policies import queries as policy_queries
 from app.policies.router import router as policies_router
 from app.policy_file import load_policy
+from app.replicas import create_replicas
 from app.schemas import MAX_ID
 from app.security import install_security
 from app.servicing.router import router as servicing_router
@@ -59,6 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.track_engine(engine)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.replicas = replicas = create_replicas(settings, engine)
+        if replicas is not None:
+            await replicas.check()  # reads use the replicas from the first request on
+            replicas.start()
         app.state.redis = await create_pool(
             RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.arq_queue_name
         )
@@ -72,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await app.state.redis.aclose()
+            if replicas is not None:
+                await replicas.close()
             metrics.untrack_engine(engine)
             await engine.dispose()
             metrics.mark_process_dead()
@@ -91,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.state.replicas = None  # the lifespan sets them up when DATABASE_REPLICA_URLS names any
     app.state.clock = utc_now
     install_error_handlers(app)
     install_docs(app)

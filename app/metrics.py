@@ -200,6 +200,37 @@ def refresh_pool_gauge() -> None:
         _POOL_GAUGE.set(_checked_out())
 
 
+# --- replicas -----------------------------------------------------------------------------------------
+
+# Each API process checks the replicas itself; across processes a scrape shows the worst view.
+REPLICA_UP = Gauge(
+    "db_replica_up",
+    "1 while a replica serves reads (reachable, in recovery, within REPLICA_MAX_LAG_MS), else 0.",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+REPLICA_LAG = Gauge(
+    "db_replica_lag_seconds",
+    "How far a replica's replay is behind the primary, in seconds (NaN while it cannot be checked).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_READ_FAILURES = Counter(
+    "db_replica_read_failures",
+    "Reads whose replica was lost mid-read and that the primary answered instead.",
+    ["replica"],
+)
+
+
+def replica_state(replica: str, serving: bool, lag_ms: float | None) -> None:
+    REPLICA_UP.labels(replica).set(1 if serving else 0)
+    REPLICA_LAG.labels(replica).set(float("nan") if lag_ms is None else lag_ms / 1000)
+
+
+def replica_read_failed(replica: str) -> None:
+    REPLICA_READ_FAILURES.labels(replica).inc()
+
+
 # --- exposition ----------------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -174,3 +174,43 @@ def make_customer(client: AsyncClient) -> Callable[..., object]:
         return response.json()
 
     return _make
+
+
+# --- the second pass through PgBouncer (issue #15) -------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--through-pgbouncer",
+        action="store_true",
+        help="Run only the live tests (marked `live`), with the app reaching PostgreSQL through a real "
+        "PgBouncer in transaction pooling mode, started for the session on a spare port.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--through-pgbouncer"):
+        return
+    deselected = [item for item in items if item.get_closest_marker("live") is None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.get_closest_marker("live") is not None]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def through_pgbouncer(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    if not request.config.getoption("--through-pgbouncer"):
+        yield
+        return
+    from tests import live
+    from tests.engines import start_pgbouncer
+
+    bouncer = start_pgbouncer(ADMIN_URL, tmp_path_factory.mktemp("pgbouncer"))
+    live.POOLER = bouncer
+    try:
+        yield
+    finally:
+        live.POOLER = None
+        bouncer.stop()

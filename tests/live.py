@@ -19,6 +19,7 @@ from sqlalchemy import make_url
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import FIXED_NOW, REDIS_URL, migrated_database
+from tests.engines import PgBouncer
 
 _phones = itertools.count(8_100_000_000 + (uuid.uuid4().int % 10_000) * 10_000)
 
@@ -28,9 +29,15 @@ def asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+# Set for the whole session by `pytest --through-pgbouncer` (tests/conftest.py): the live app then reaches
+# its database through this PgBouncer, in transaction pooling mode.
+POOLER: PgBouncer | None = None
+
+
 def live_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": database_url,
+        "database_url": database_url if POOLER is None else POOLER.url(database_url),
+        "db_transaction_pooler": POOLER is not None,
         "redis_url": REDIS_URL,
         "arq_queue_name": f"credit-approval-test:{uuid.uuid4().hex[:8]}",
         "api_keys": "",

@@ -20,7 +20,7 @@ from httpx import AsyncClient
 from app.credit.policy import approved_limit_for, installment
 from tests.live import connect, live_app, register, register_body
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.live]
 
 PARALLEL = 24
 

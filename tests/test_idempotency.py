@@ -24,7 +24,7 @@ from app.main import create_app
 from tests.conftest import FIXED_NOW
 from tests.live import connect, live_app, live_settings, register, register_body
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.live]
 
 LOAN = {"loan_amount": 10_000, "interest_rate": 14, "tenure": 12}
 

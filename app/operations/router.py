@@ -87,8 +87,13 @@ async def ready(request: Request) -> Response:
             detail="Not ready: " + ", ".join(down) + " down.",
             headers={"Retry-After": "5"},
             checks=checks,
+            **({"replicas": state.replicas.report()} if state.replicas is not None else {}),
         )
-    return JSONResponse({"status": "ready", "checks": checks})
+    body: dict[str, Any] = {"status": "ready", "checks": checks}
+    if state.replicas is not None:
+        # Information, not a condition: with every replica out the primary answers the reads.
+        body["replicas"] = state.replicas.report()
+    return JSONResponse(body)
 
 
 @router.get("/metrics")

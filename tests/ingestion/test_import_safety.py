@@ -32,7 +32,10 @@ from tests.ingestion.conftest import (
 )
 from tests.live import live_client, live_settings, register
 
-pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
+    pytest.mark.live,
+]
 
 CUSTOMER_COLUMNS = "customer_id, first_name, last_name, age, phone_number, monthly_salary, approved_limit"
 

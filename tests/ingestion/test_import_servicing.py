@@ -29,7 +29,10 @@ from tests.ingestion.conftest import (
 )
 from tests.live import live_client, live_settings
 
-pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning"),
+    pytest.mark.live,
+]
 
 SERVICING = (
     "outstanding_principal, installments_paid, amount_paid, repayments_left, paid_off_on, last_paid_on"

@@ -7,7 +7,7 @@ import pytest
 from app.import_locks import IMPORT_RUNNING_KEY
 from tests.live import connect, live_app, register
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.live]
 
 
 async def test_payments_on_imported_loans_get_503_while_an_import_holds_its_lock() -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from tests.live import connect, live_app, register
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.live]
 
 PARALLEL = 24
 

@@ -6,6 +6,7 @@ Nothing here runs at import: the app's lifespan and the worker's on_startup call
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import uuid
 import weakref
@@ -291,6 +292,23 @@ async def get_reader(request: Request) -> Reader:
     state = request.app.state
     sessionmaker: async_sessionmaker[AsyncSession] = state.sessionmaker
     return Reader(sessionmaker.kw["bind"], state.replicas)
+
+
+async def warn_without_timeouts(engine: AsyncEngine) -> None:
+    """Behind a transaction pooler the app sends no statement_timeout (see _connect_args): say so at
+    startup when the server has none for our role, rather than let a stuck query hold a pooled server
+    connection for ever. Best effort: a database that is down is /ready's business."""
+    try:
+        async with engine.connect() as connection:
+            value = (await connection.exec_driver_sql("SHOW statement_timeout")).scalar()
+    except (DBAPIError, OSError):
+        return
+    if value == "0":
+        logging.getLogger(__name__).warning(
+            "DB_TRANSACTION_POOLER is on and the server sets no statement_timeout for this role: "
+            "run ALTER ROLE <role> SET statement_timeout = '10s' (and lock_timeout, "
+            "idle_in_transaction_session_timeout); docs/scaling.md"
+        )
 
 
 async def ping(engine: AsyncEngine) -> None:

@@ -174,6 +174,30 @@ class Stack:
         self._wait_ready("PostgreSQL", lambda: _running_postmaster_port(pgdata) == port, logfile)
         return port
 
+    def start_replica(self, primary_port: int, port: int | None = None) -> int:
+        """A hot standby of the embedded-style server on `primary_port`, in this stack's data dir: its
+        pg_basebackup -R (streaming WAL, standby.signal) on the first start, then started like any server.
+        For the replica tests and `make bench`'s replica run (docs/scaling.md)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pgserver._commands import POSTGRES_BIN_PATH as pg_bin  # dev extra
+
+        pgdata = (self.data_dir / "pg").resolve()
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(parents=True, exist_ok=True)
+            user = _prepare_pg_user(pgdata, pg_bin) if os.geteuid() == 0 else None
+            pgdata.chmod(0o700)
+            log(f"PostgreSQL: copying the server on port {primary_port} into {pgdata} (pg_basebackup)")
+            backup = [
+                str(pg_bin / "pg_basebackup"),
+                *("-h", LOCALHOST, "-p", str(primary_port), "-U", "postgres"),
+                *("-D", str(pgdata), "-R", "-X", "stream", "-c", "fast"),
+            ]
+            done = subprocess.run(backup, user=user, capture_output=True, text=True, timeout=600)
+            if done.returncode:
+                raise RuntimeError(f"pg_basebackup failed:\n{done.stdout}\n{done.stderr}")
+        return self._start_postgres(port)
+
     def redis(self, explicit: str | None) -> str:
         probe = int(os.environ.get("DEVSTACK_REDIS_PORT", "6379"))
         local = f"redis://{LOCALHOST}:{probe}/0"

@@ -21,7 +21,7 @@ from app.clock import utc_now
 from app.config import Settings, get_settings
 from app.credit.policy import Policy
 from app.customers.router import router as customers_router
-from app.db import create_engine, create_sessionmaker
+from app.db import create_engine, create_sessionmaker, warn_without_timeouts
 from app.decisions.router import router as decisions_router
 from app.errors import FieldError, Problem, install_error_handlers
 from app.ingestion.router import router as ingestion_router
@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RedisSettings.from_dsn(settings.redis_url), default_queue_name=settings.arq_queue_name
         )
         await _register_policy(engine, app.state.policy)
+        if settings.db_transaction_pooler:
+            await warn_without_timeouts(engine)
         # Everything built so far (modules, schemas, routes, metadata) lives as long as the process. Left
         # to the cyclic GC, each full collection walked it all: 70-100 ms pauses of the worker, a dozen a
         # minute under load, and the whole p99. Frozen, full collections only see what requests create.

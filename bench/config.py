@@ -67,6 +67,7 @@ class Config:
     floor: Path | None = None
     big: bool = True
     ingest: bool = True
+    replica: bool = True
     output: Path = BENCH / "RESULTS.md"
     quick: bool = False
 
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--ingest-loans", type=int, help="loans for the ingestion benchmark")
     parser.add_argument("--skip-big", action="store_true", default=env.get("BENCH_SKIP_BIG") == "1")
     parser.add_argument("--skip-ingest", action="store_true", default=env.get("BENCH_SKIP_INGEST") == "1")
+    parser.add_argument("--skip-replica", action="store_true", default=env.get("BENCH_SKIP_REPLICA") == "1")
     parser.add_argument("--skip-floor", action="store_true", default=env.get("BENCH_SKIP_FLOOR") == "1")
     parser.add_argument("--floor", type=Path, default=env.get("BENCH_FLOOR"), help="path to raw_floor.py")
     parser.add_argument(
@@ -136,6 +138,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         generator=args.generator,
         big=not args.skip_big,
         ingest=not args.skip_ingest,
+        replica=not args.skip_replica,
         output=args.output,
         quick=args.quick,
     )

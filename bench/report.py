@@ -88,6 +88,7 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
                     f"| {name} | {_fmt(small['p50_ms'], 2)} | {_fmt(result['p50_ms'], 2)} | "
                     f"{_fmt(ratio, 2)} | {_fmt(small['rps'])} | {_fmt(result['rps'])} |"
                 )
+    lines += replica_section(config, report)
     ingestion = report.get("ingestion")
     if ingestion:
         lines += [
@@ -192,6 +193,46 @@ def cpu_headline(report: dict[str, Any]) -> list[str]:
         f"most {TARGETS['access_log_us']:g} µs per request.",
         "",
     ]
+    return lines
+
+
+def replica_section(config: Config, report: dict[str, Any]) -> list[str]:
+    """The replica run (issue #15): the same API on the same primary, without and with a local replica."""
+    runs = report.get("replica")
+    if not runs:
+        return []
+    by = {(r["name"], r["target"]): r for r in runs}
+    lines = [
+        "",
+        f"## Reads on a streaming replica: {config.customers:,} customers / {config.loans:,} loans",
+        "",
+        "A primary and a hot standby of our own (pg_basebackup -R, the embedded stack's PostgreSQL "
+        "binaries), both on this machine. The same API runs twice on that primary: without replicas, and "
+        "with DATABASE_REPLICA_URLS naming the standby; the two are measured in turn, run by run. One "
+        "machine proves the routing and measures its overhead; it cannot show capacity (the standby "
+        "shares the same two cores).",
+        "",
+        "| Endpoint | Reads on | Requests/s | p50 ms | p99 ms | API CPU µs/req | PostgreSQL CPU µs/req "
+        "| Non-2xx / errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (name, target), result in by.items():
+        lines.append(
+            f"| {name} | {target} | {_fmt(result['rps'])} | {_fmt(result['p50_ms'], 1)} | "
+            f"{_fmt(result['p99_ms'], 1)} | {_fmt(result['server_cpu_us'])} | "
+            f"{_fmt(result['postgres_cpu_us'])} | {result['non_2xx']} / {result['errors']} |"
+        )
+    lines.append("")
+    for name in dict.fromkeys(name for name, _ in by):
+        primary, replica = by.get((name, "primary")), by.get((name, "replica"))
+        if primary and replica:
+            extra = replica["server_cpu_us"] - primary["server_cpu_us"]
+            lines.append(f"- {name}: reading on the replica costs {_fmt(extra)} µs of API CPU per request.")
+    lines.append(
+        f"- The standby committed {report.get('replica_transactions', 0):,} transactions in the measured "
+        "database during the runs: the routed API's reads (and the background checks, two a second per "
+        "API process)."
+    )
     return lines
 
 

@@ -60,8 +60,10 @@ from bench.stack import (  # noqa: E402
     dsn_of,
     ingest,
     load_floor,
+    replicated,
     start_api,
     start_floor,
+    transactions,
     vacuum_analyze,
     workbooks,
 )
@@ -134,6 +136,23 @@ def main(argv: list[str] | None = None) -> int:
                     asdict(drive(floor, scenario, config, "floor"))
                     for scenario in (eligibility(ids), view_loan(ids.raw_loans))
                 ]
+    if config.replica:
+        log("replica run: a primary and a streaming replica of our own, the small book ingested ...")
+        with replicated(config.redis_url, small_files) as (primary_url, replica_url):
+            ids = sample_ids(primary_url, with_raw=False)
+            # The same API on the same primary, with and without the replica: alternated, so the difference
+            # is what routing costs (and what moving the reads off the primary buys), not the drift.
+            with (
+                start_api(primary_url, config.redis_url, config.workers) as direct,
+                start_api(primary_url, config.redis_url, config.workers, replica_urls=replica_url) as routed,
+            ):
+                before = transactions(replica_url)
+                report["replica"] = []
+                for scenario in (eligibility(ids), view_loan(ids.loans)):
+                    both = drive_alternated({"primary": direct, "replica": routed}, scenario, config)
+                    report["replica"] += [asdict(both["primary"]), asdict(both["replica"])]
+                time.sleep(11)  # an idle backend's statistics reach pg_stat_database within 10 s
+                report["replica_transactions"] = transactions(replica_url) - before
     if config.big:
         big_files = workbooks(config.big_customers, config.big_loans)
         with database(config.database_url, "big") as url:

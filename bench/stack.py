@@ -231,10 +231,12 @@ class Server:
         self.stop()
 
 
-def start_api(url: str, redis_url: str, workers: int, log_level: str = "INFO") -> Server:
+def start_api(
+    url: str, redis_url: str, workers: int, log_level: str = "INFO", replica_urls: str = ""
+) -> Server:
     """The API as deployed: `credit-approval serve`, LOG_LEVEL=INFO (the default), so every request writes
     its JSON access line (to a file here, as to a pipe in a container). `log_level="WARNING"` is the
-    logs-quiet variant, which shows what the access log costs."""
+    logs-quiet variant, which shows what the access log costs; `replica_urls` its reads on replicas."""
     port = free_port()
     env = {
         **os.environ,
@@ -243,6 +245,7 @@ def start_api(url: str, redis_url: str, workers: int, log_level: str = "INFO") -
         "WEB_CONCURRENCY": str(workers),
         "API_KEYS": "",
         "LOG_LEVEL": log_level,
+        "DATABASE_REPLICA_URLS": replica_urls,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = [
@@ -332,3 +335,31 @@ def load_floor(floor: Path, url: str, files: tuple[Path, Path]) -> float:
         [PYTHON, str(floor), "load", dsn_of(url), str(files[0]), str(files[1])], cwd=floor.parent, check=True
     )
     return time.perf_counter() - started
+
+
+@contextmanager
+def replicated(redis_url: str, files: tuple[Path, Path]) -> Iterator[tuple[str, str]]:
+    """A primary of our own (the embedded stack's binaries, app.devstack) with `files` ingested through the
+    worker, and a streaming replica made from it with pg_basebackup -R: (primary URL, replica URL)."""
+    from app.devstack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="bench-replication-") as work:
+        primary, replica = Stack(Path(work) / "primary"), Stack(Path(work) / "replica")
+        try:
+            port = primary._start_postgres()
+            with database(f"postgresql+asyncpg://postgres@{HOST}:{port}/postgres", "replicated") as url:
+                ingest(url, redis_url, files)
+                vacuum_analyze(url)
+                replica_port = replica.start_replica(port)
+                yield url, make_url(url).set(port=replica_port).render_as_string(hide_password=False)
+        finally:
+            replica.stop()
+            primary.stop()
+
+
+def transactions(url: str) -> int:
+    """Transactions committed in `url`'s database on that server (a standby counts its own reads)."""
+    rows = asyncio.run(
+        query(url, "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    )
+    return int(rows[0][0])

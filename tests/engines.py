@@ -78,24 +78,10 @@ def start_primary(data_dir: Path) -> Server:
 
 
 def start_replica(primary: Server, data_dir: Path) -> Server:
-    """A hot standby of `primary`: pg_basebackup -R (streaming, standby.signal), then started on its port."""
-    pg_bin = _pg_bin()
-    user = _system_user()
-    pgdata = data_dir / "pg"
-    pgdata.mkdir(parents=True)
-    for path in (data_dir, pgdata):
-        _own(path, user)
-    pgdata.chmod(0o700)
-    backup = [
-        str(pg_bin / "pg_basebackup"),
-        *("-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres"),
-        *("-D", str(pgdata), "-R", "-X", "stream", "-c", "fast"),
-    ]
-    done = subprocess.run(backup, user=user, capture_output=True, text=True, timeout=120)
-    if done.returncode:
-        raise RuntimeError(f"pg_basebackup failed:\n{done.stdout}\n{done.stderr}")
+    """A hot standby of `primary` (app.devstack's pg_basebackup -R), started on a port of its own."""
+    _pg_bin()
     server = Server(Stack(data_dir), free_port())
-    server.start()
+    assert server.stack.start_replica(primary.port, server.port) == server.port
     return server
 
 

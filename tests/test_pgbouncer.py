@@ -71,9 +71,13 @@ async def test_asyncpg_s_statement_cache_breaks_behind_a_transaction_pooler(
     assert await _distinct_statements(dsn, statement_cache_size=0) == Counter(right=1_000)
 
 
-async def test_the_app_holds_behind_pgbouncer_under_concurrency(bouncer: PgBouncer, database: str) -> None:
+async def test_the_app_holds_behind_pgbouncer_under_concurrency(
+    bouncer: PgBouncer, database: str, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = live_settings(bouncer.url(database), db_transaction_pooler=True, db_pool_size=20)
     async with live_client(settings) as (app, client):
+        # The test server sets no statement_timeout, and through the pooler the app cannot send one.
+        assert "ALTER ROLE <role> SET statement_timeout" in caplog.text
         customers = [await register(client, monthly_income=300_000) for _ in range(4)]
         loans = [await _borrow(client, c["customer_id"]) for c in customers for _ in range(2)]
         paths = [f"/api/view-loan/{loan}" for loan in loans]

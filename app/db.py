@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from fastapi import Request
-from sqlalchemy import ClauseElement, text
+from sqlalchemy import ClauseElement, event, text
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg as AsyncpgDialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -34,9 +34,19 @@ if TYPE_CHECKING:
     from app.replicas import Replicas
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None, url: str | None = None) -> AsyncEngine:
-    """An engine on the primary (DATABASE_URL), or on `url` (a replica) with the same settings."""
-    return create_async_engine(
+def create_engine(
+    settings: Settings,
+    *,
+    pool_size: int | None = None,
+    url: str | None = None,
+    timeouts_per_transaction: bool = False,
+) -> AsyncEngine:
+    """An engine on the primary (DATABASE_URL), or on `url` (a replica) with the same settings.
+
+    `timeouts_per_transaction`: behind a transaction pooler no timeout is sent at connect (the role's
+    apply); an engine whose timeouts must differ from the role's (the worker's, sized for a million-row
+    merge) sets them with SET LOCAL at the start of each transaction instead: one statement more each."""
+    engine = create_async_engine(
         url or settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -49,6 +59,15 @@ def create_engine(settings: Settings, *, pool_size: int | None = None, url: str 
         hide_parameters=True,
         connect_args=_connect_args(settings),
     )
+    if settings.db_transaction_pooler and timeouts_per_transaction:
+        timeout = int(settings.db_statement_timeout_ms)
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _timeouts(connection: Any) -> None:
+            for name in ("statement_timeout", "lock_timeout"):
+                connection.exec_driver_sql(f"SET LOCAL {name} = {timeout}")
+
+    return engine
 
 
 def _connect_args(settings: Settings) -> dict[str, Any]:

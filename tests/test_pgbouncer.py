@@ -17,6 +17,7 @@ import asyncpg
 import pytest
 from httpx import AsyncClient
 
+from app.ingestion.jobs import worker_engine
 from tests.conftest import ADMIN_URL, migrated_database
 from tests.engines import PgBouncer, start_pgbouncer
 from tests.live import asyncpg_dsn, live_client, live_settings, register
@@ -137,3 +138,19 @@ async def _borrow(client: AsyncClient, customer_id: int) -> int:
 
 def test_the_pooler_is_ours(bouncer: PgBouncer, tmp_path: Path) -> None:
     assert bouncer.port != 5432 and bouncer.process.poll() is None
+
+
+async def test_the_worker_s_long_timeouts_hold_behind_the_pooler(bouncer: PgBouncer, database: str) -> None:
+    """The worker's statement timeout (the job's budget) cannot go at connect through PgBouncer: it is set
+    in each transaction, or a million-row merge would run under the role's 10 s."""
+    settings = live_settings(bouncer.url(database), db_transaction_pooler=True, ingestion_job_timeout_s=1234)
+    engine = worker_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            timeouts = [
+                (await connection.exec_driver_sql(f"SHOW {name}")).scalar()
+                for name in ("statement_timeout", "lock_timeout")
+            ]
+    finally:
+        await engine.dispose()
+    assert timeouts == ["1234s", "1234s"]

@@ -53,7 +53,11 @@ def worker_engine(settings: Settings) -> AsyncEngine:
     """The worker's engine: few connections, and statement/lock timeouts sized for a million-row merge
     (the web's are seconds). Each ingestion job builds its own (`job_engine`); this one serves the rest."""
     budget_ms = settings.ingestion_job_timeout_s * 1000
-    return create_engine(settings.model_copy(update={"db_statement_timeout_ms": budget_ms}), pool_size=2)
+    return create_engine(
+        settings.model_copy(update={"db_statement_timeout_ms": budget_ms}),
+        pool_size=2,
+        timeouts_per_transaction=True,
+    )
 
 
 def job_engine(settings: Settings) -> AsyncEngine:

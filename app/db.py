@@ -155,8 +155,10 @@ class Reader:
     statement on the driver in autocommit (one statement is atomic: no BEGIN/COMMIT round trips) and
     gives the connection back. Statements are compiled from the query modules' SQLAlchemy constructs.
 
-    Bound to an engine it uses the pool; bound to a connection or a session it reads inside that
-    transaction (create-loan's unit of work after its row lock; the tests' rolled-back transaction).
+    Bound to an engine it uses the pool, or a replica's (app.replicas: the next usable one, and the
+    primary when a replica fails the read); bound to a connection or a session it reads inside that
+    transaction, always on the primary (create-loan's unit of work after its row lock; the tests'
+    rolled-back transaction).
 
     Failures look like SQLAlchemy's own: a ``DBAPIError`` whose ``orig`` is the driver's exception, with
     ``connection_invalidated`` set, and the connection dropped, when it was lost; so the problem+json

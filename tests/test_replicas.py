@@ -23,7 +23,7 @@ from httpx import AsyncClient
 from app.db import Reader, Statement
 from app.devstack import ensure_database
 from app.replicas import replica_name
-from tests.conftest import run_migrations
+from tests.conftest import migrated_database, run_migrations
 from tests.engines import Server, start_primary, start_replica
 from tests.live import asyncpg_dsn, live_client, live_settings, register
 
@@ -120,6 +120,20 @@ async def test_reads_are_answered_by_the_replica_and_writes_by_the_primary(
         await until(lambda: _has(client, customer_id, second))
         assert (await replica_report(client))["state"] == "ok"
 
+        # Every read route's statement runs on a standby (none writes, none needs the primary).
+        reads = [
+            f"/api/customers/{customer_id}",
+            f"/api/view-loan/{second}",
+            f"/api/view-statement/{customer_id}/{second}",
+            f"/api/customers/{customer_id}/decisions",
+            "/api/policy",
+        ]
+        for path in reads:
+            response = await client.get(path)
+            assert response.status_code == 200, (path, response.text)
+        decision_id = (await client.get(f"/api/customers/{customer_id}/decisions")).json()["items"][0]
+        assert (await client.get(f"/api/decisions/{decision_id['decision_id']}")).status_code == 200
+
 
 async def _has(client: AsyncClient, customer_id: int, loan_id: int) -> bool:
     """Whether view-loans lists the loan yet. A replica that has not replayed the customer's registration
@@ -188,3 +202,19 @@ async def test_a_stopped_replica_costs_no_request(engines: tuple[Server, Server]
 def test_the_servers_are_ours(engines: tuple[Server, Server], tmp_path: Path) -> None:
     primary, replica = engines
     assert len({primary.port, replica.port, 5432}) == 3
+
+
+async def test_a_server_that_is_not_a_standby_gets_no_reads() -> None:
+    """A promoted ex-replica (here: the primary itself named as a replica) has its own history: no reads."""
+    async with migrated_database("credit_not_standby") as url:
+        settings = live_settings(url, database_replica_urls=url, db_pool_size=2)
+        await _not_a_standby(settings)
+
+
+async def _not_a_standby(settings: Any) -> None:
+    async with live_client(settings) as (app, client):
+        report = await replica_report(client)
+        assert report["state"] == "not_standby", report
+        assert app.state.replicas.pick() is None
+        customer_id = (await register(client))["customer_id"]
+        assert (await client.get(f"/api/view-loans/{customer_id}")).status_code == 200

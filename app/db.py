@@ -184,8 +184,7 @@ class Reader:
                 except (DBAPIError, OSError) as error:
                     if not _replica_may_fail(error):
                         raise
-                    if _lost(error):
-                        replicas.read_failed(replica, error)
+                    replicas.read_failed(replica, error, out=_replica_out(error))
                     # Nobody sees a replica's failure: the primary answers the same statement.
             return await _fetch_pooled(bind, statement.sql, args)
         connection = await bind.connection() if isinstance(bind, AsyncSession) else bind
@@ -203,17 +202,27 @@ class Reader:
         return rows[0] if rows else None
 
 
-def _lost(error: BaseException) -> bool:
-    return isinstance(error, OSError) or (isinstance(error, DBAPIError) and error.connection_invalidated)
+# SQLSTATE classes of a replica that cannot serve now: connection exceptions (08), shutting down or
+# starting up (57P01-57P03), out of connections or memory (53).
+_OUT_STATES = ("08", "57P", "53")
+
+
+def _sqlstate(error: BaseException) -> str:
+    return str(getattr(getattr(error, "orig", None), "sqlstate", None) or "")
+
+
+def _replica_out(error: BaseException) -> bool:
+    """The replica itself is unreachable or unable to serve: out of rotation until a check finds it well."""
+    if isinstance(error, OSError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        return True
+    return _sqlstate(error).startswith(_OUT_STATES)
 
 
 def _replica_may_fail(error: BaseException) -> bool:
-    """Failures of a replica that the primary answers instead: it is unreachable or lost the connection,
-    or it cancelled the read for a conflict with recovery (SQLSTATE 40001 on a standby). Any other error
-    (a timeout, a bad parameter) would happen on the primary too, and is raised."""
-    if _lost(error):
-        return True
-    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) == "40001"
+    """Failures of a replica that the primary answers instead: the replica is out (above), or it cancelled
+    the read for a conflict with recovery (SQLSTATE 40001 on a standby). Any other error (a timeout, a bad
+    parameter) would happen on the primary too, and is raised."""
+    return _replica_out(error) or _sqlstate(error) == "40001"
 
 
 ReadsWith = Reader | AsyncEngine | AsyncConnection | AsyncSession

@@ -217,7 +217,8 @@ REPLICA_LAG = Gauge(
 )
 REPLICA_READ_FAILURES = Counter(
     "db_replica_read_failures",
-    "Reads whose replica was lost mid-read and that the primary answered instead.",
+    "Reads a replica failed (unreachable, lost, or cancelled for a recovery conflict) that the primary "
+    "answered instead.",
     ["replica"],
 )
 

@@ -103,14 +103,17 @@ class Replicas:
         self._turn = turn = (self._turn + 1) % len(serving)
         return serving[turn]
 
-    def read_failed(self, engine: AsyncEngine, error: BaseException) -> None:
-        """A read lost its connection to `engine`: no more reads there until a check reaches it again."""
+    def read_failed(self, engine: AsyncEngine, error: BaseException, *, out: bool) -> None:
+        """A read failed on `engine` and goes to the primary; when the replica is `out` (unreachable, or
+        unable to serve), no more reads go there until a check finds it well again."""
         for member in self.members:
-            if member.engine is engine and member.state is not ReplicaState.DOWN:
+            if member.engine is not engine:
+                continue
+            metrics.replica_read_failed(member.name)
+            if out and member.state is not ReplicaState.DOWN:
                 logger.warning("replica %s down: %s; reads go elsewhere", member.name, type(error).__name__)
                 member.state, member.error = ReplicaState.DOWN, type(error).__name__
-                metrics.replica_read_failed(member.name)
-        self._publish()
+                self._publish()
 
     async def check(self) -> None:
         """One round of checks: the primary's position, then every replica's, at once. Never raises."""
@@ -171,6 +174,8 @@ class Replicas:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        for member in self.members:
+            metrics.untrack_engine(member.engine)
         await asyncio.gather(*(member.engine.dispose() for member in self.members))
 
 
@@ -180,6 +185,8 @@ def create_replicas(settings: Settings, primary: AsyncEngine) -> Replicas | None
     if not urls:
         return None
     members = [Replica(replica_name(url), create_engine(settings, url=url)) for url in urls]
+    for member in members:
+        metrics.track_engine(member.engine)  # db_pool_checked_out_connections counts their pools too
     return Replicas(
         primary,
         members,

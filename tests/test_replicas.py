@@ -19,8 +19,9 @@ from typing import Any
 import asyncpg
 import pytest
 from httpx import AsyncClient
+from sqlalchemy.exc import DBAPIError
 
-from app.db import Reader, Statement
+from app.db import Reader, Statement, _replica_may_fail, _replica_out
 from app.devstack import ensure_database
 from app.replicas import replica_name
 from tests.conftest import migrated_database, run_migrations
@@ -191,6 +192,9 @@ async def test_a_stopped_replica_costs_no_request(engines: tuple[Server, Server]
             ready = await client.get("/ready")
             assert ready.json()["replicas"][0]["state"] == "down"
             assert "error" in ready.json()["replicas"][0]
+            scrape = (await client.get("/metrics")).text
+            name = replica_name(replica.url())
+            assert f'db_replica_read_failures_total{{replica="{name}"}}' in scrape
         finally:
             await asyncio.to_thread(replica.start)
         await until(lambda: _state_is(client, "ok"))
@@ -218,3 +222,29 @@ async def _not_a_standby(settings: Any) -> None:
         assert app.state.replicas.pick() is None
         customer_id = (await register(client))["customer_id"]
         assert (await client.get(f"/api/view-loans/{customer_id}")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "primary_answers", "replica_out"),
+    [
+        ("57P03", True, True),  # cannot connect now: starting up
+        ("57P01", True, True),  # admin shutdown
+        ("08006", True, True),  # connection failure
+        ("53300", True, True),  # too many connections
+        ("40001", True, False),  # cancelled for a conflict with recovery: the replica itself is fine
+        ("57014", False, False),  # statement timeout: the primary would time out too
+        ("22P02", False, False),  # bad input: the same error anywhere
+    ],
+)
+def test_which_replica_failures_the_primary_answers(
+    sqlstate: str, primary_answers: bool, replica_out: bool
+) -> None:
+    class DriverError(Exception):
+        pass
+
+    driver_error = DriverError("from the replica")
+    driver_error.sqlstate = sqlstate  # type: ignore[attr-defined]
+    error = DBAPIError("SELECT 1", (), driver_error)
+    assert _replica_may_fail(error) is primary_answers
+    assert _replica_out(error) is replica_out
+    assert _replica_may_fail(ConnectionRefusedError()) and _replica_out(ConnectionRefusedError())

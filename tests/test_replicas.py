@@ -192,15 +192,51 @@ async def test_a_stopped_replica_costs_no_request(engines: tuple[Server, Server]
             ready = await client.get("/ready")
             assert ready.json()["replicas"][0]["state"] == "down"
             assert "error" in ready.json()["replicas"][0]
-            scrape = (await client.get("/metrics")).text
-            name = replica_name(replica.url())
-            assert f'db_replica_read_failures_total{{replica="{name}"}}' in scrape
         finally:
             await asyncio.to_thread(replica.start)
         await until(lambda: _state_is(client, "ok"))
         reader = Reader(app.state.engine, app.state.replicas)
         assert [row[0] for row in await reader.fetch(IN_RECOVERY)] == [True]
         assert (await client.get(path)).status_code == 200
+
+
+async def test_a_read_that_finds_the_replica_gone_is_answered_by_the_primary(
+    engines: tuple[Server, Server],
+) -> None:
+    """With no check due for a minute, the reads themselves find the stopped replica: each failed one is
+    answered by the primary and counted, and the first takes the replica out of rotation."""
+    primary, replica = engines
+    name = replica_name(replica.url())
+    settings = replica_settings(primary, replica, replica_check_interval_s=60)
+    async with live_client(settings) as (app, client):
+        customer_id = (await register(client, monthly_income=200_000))["customer_id"]
+        await until(lambda: _listed(client, customer_id))
+        path = f"/api/view-loans/{customer_id}"
+        assert {(await client.get(path)).status_code for _ in range(5)} == {200}  # pooled replica connections
+        failures_before = await _read_failures(client, name)
+
+        await asyncio.to_thread(replica.stop)
+        try:
+            statuses = [r.status_code for r in await asyncio.gather(*(client.get(path) for _ in range(20)))]
+            assert statuses == [200] * 20, statuses
+            report = await replica_report(client)
+            assert report["state"] == "down", report  # by the failed read: no check has run since
+            assert await _read_failures(client, name) > failures_before
+            assert app.state.replicas.pick() is None
+        finally:
+            await asyncio.to_thread(replica.start)
+        await app.state.replicas.check()
+        assert (await replica_report(client))["state"] == "ok"
+
+
+async def _read_failures(client: AsyncClient, name: str) -> float:
+    series = f'db_replica_read_failures_total{{replica="{name}"}} '
+    scrape = (await client.get("/metrics")).text
+    return sum(float(line[len(series) :]) for line in scrape.splitlines() if line.startswith(series))
+
+
+async def _listed(client: AsyncClient, customer_id: int) -> bool:
+    return (await client.get(f"/api/view-loans/{customer_id}")).status_code == 200
 
 
 def test_the_servers_are_ours(engines: tuple[Server, Server], tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bench.config import BENCH, ELIGIBILITY, HOST, LONG_LOAN, LONG_LOANS, NEW_LOAN, PYTHON, Config, log
@@ -223,18 +223,24 @@ def drive_alternated(servers: dict[str, Server], scenario: Scenario, config: Con
     """`drive` for two or more servers at once, their runs taken in turn (the order flipped each round).
 
     Why: what separates them (the API as deployed and with its logs quiet) is smaller than what this
-    machine drifts by over the minutes between two separate drives."""
+    machine drifts by over the minutes between two separate drives. Twice as many rounds of half the
+    duration as `drive`: the report takes their difference round by round (`paired_difference`), and
+    more pairs outvote the odd round the machine was busy elsewhere."""
     run = _run_wrk if config.generator == "wrk" else _run_builtin
     if config.warmup > 0:
         for server in servers.values():
             run(server, scenario, config, config.warmup)
     runs: dict[str, list[Result]] = {target: [] for target in servers}
     order = list(servers.items())
-    for _ in range(max(1, config.repeats)):
+    short = replace(config, duration=config.duration / 2)
+    for _ in range(2 * max(1, config.repeats)):
         for target, server in order:
-            runs[target].append(_measure(server, scenario, config, target))
+            runs[target].append(_measure(server, scenario, short, target))
         order.reverse()
     return {target: _combined(scenario, target, results) for target, results in runs.items()}
+
+
+_PER_RUN = ("rps", "p50_ms", "p99_ms", "server_cpu_us")
 
 
 def _combined(scenario: Scenario, target: str, runs: list[Result]) -> Result:
@@ -258,7 +264,9 @@ def _combined(scenario: Scenario, target: str, runs: list[Result]) -> Result:
         generator_cpu_us=median("generator_cpu_us"),
         idle_before=min(r.idle_before for r in runs),
         distinct_exhausted=any(r.distinct_exhausted for r in runs),
-        runs=[{k: round(getattr(r, k), 2) for k in ("rps", "p50_ms", "p99_ms")} for r in runs],
+        runs=[
+            {k: round(getattr(r, k), 2) for k in ("rps", "p50_ms", "p99_ms", "server_cpu_us")} for r in runs
+        ],
     )
     log(
         f"{target:>5} {scenario.name:<17} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "
@@ -391,3 +399,12 @@ def create_loan(ids: Ids) -> Scenario:
         [("POST", "/api/create-loan", {"customer_id": c, **NEW_LOAN}) for c in ids.lendable],
         distinct=True,
     )
+
+
+def paired_difference(first: dict[str, Any], second: dict[str, Any], key: str = "server_cpu_us") -> float:
+    """The median of the round-by-round differences of two alternated results (`drive_alternated`), or
+    the difference of their medians when the runs were not recorded in pairs."""
+    a, b = [r.get(key) for r in first.get("runs", [])], [r.get(key) for r in second.get("runs", [])]
+    if a and len(a) == len(b) and None not in a and None not in b:
+        return float(statistics.median(x - y for x, y in zip(a, b, strict=True)))
+    return float(first[key] - second[key])

@@ -205,6 +205,24 @@ def test_the_writer_writes_whatever_has_queued_up_in_one_write() -> None:
     assert len(writes) <= 1 + 3_000 // LineWriter.MAX_BATCH + 1  # batches, not a write per line
 
 
+def test_a_backlog_is_written_without_lingering_between_full_batches() -> None:
+    """The writer lingers before a batch so a busy server wakes it rarely; a full batch means more lines
+    are waiting, and those go out at once: 20 full batches take about one linger, not twenty."""
+    import time
+
+    from app.observability.logging import LineWriter
+
+    writer = LineWriter(io.StringIO())
+    lines = 20 * LineWriter.MAX_BATCH
+    started = time.monotonic()
+    for n in range(lines):
+        writer.put(f"line {n}")
+    writer.flush()
+    elapsed = time.monotonic() - started
+    writer.stop()
+    assert elapsed < 10 * LineWriter.LINGER_S, elapsed
+
+
 def test_no_access_line_above_info_or_in_console_format() -> None:
     from app.observability.logging import access_line
 

@@ -88,3 +88,13 @@ async def register(client: AsyncClient, monthly_income: int = 50_000, **override
 
 async def connect(database_url: str) -> asyncpg.Connection:
     return await asyncpg.connect(asyncpg_dsn(database_url))
+
+
+async def borrow(client: AsyncClient, customer_id: int, amount: int = 10_000, rate: int = 12) -> int:
+    """create-loan for the customer over 12 months; the new loan's id."""
+    response = await client.post(
+        "/api/create-loan",
+        json={"customer_id": customer_id, "loan_amount": amount, "interest_rate": rate, "tenure": 12},
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["loan_id"])

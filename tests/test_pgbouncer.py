@@ -15,12 +15,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from httpx import AsyncClient
 
 from app.ingestion.jobs import worker_engine
 from tests.conftest import ADMIN_URL, migrated_database
 from tests.engines import PgBouncer, start_pgbouncer
-from tests.live import asyncpg_dsn, live_client, live_settings, register
+from tests.live import asyncpg_dsn, borrow, live_client, live_settings, register
 
 SERVER_CONNECTIONS = 4
 
@@ -80,7 +79,7 @@ async def test_the_app_holds_behind_pgbouncer_under_concurrency(
         # The test server sets no statement_timeout, and through the pooler the app cannot send one.
         assert "ALTER ROLE <role> SET statement_timeout" in caplog.text
         customers = [await register(client, monthly_income=300_000) for _ in range(4)]
-        loans = [await _borrow(client, c["customer_id"]) for c in customers for _ in range(2)]
+        loans = [await borrow(client, c["customer_id"], amount=12_000) for c in customers for _ in range(2)]
         paths = [f"/api/view-loan/{loan}" for loan in loans]
         paths += [f"/api/view-loans/{c['customer_id']}" for c in customers]
         paths += [f"/api/customers/{c['customer_id']}" for c in customers]
@@ -125,15 +124,6 @@ async def test_the_app_holds_behind_pgbouncer_under_concurrency(
         async with app.state.engine.connect() as connection:
             name = (await connection.exec_driver_sql("SHOW application_name")).scalar()
         assert name == "credit-approval"
-
-
-async def _borrow(client: AsyncClient, customer_id: int) -> int:
-    response = await client.post(
-        "/api/create-loan",
-        json={"customer_id": customer_id, "loan_amount": 12_000, "interest_rate": 12, "tenure": 12},
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["loan_id"])
 
 
 def test_the_pooler_is_ours(bouncer: PgBouncer, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from app.devstack import ensure_database
 from app.replicas import replica_name
 from tests.conftest import migrated_database, run_migrations
 from tests.engines import Server, start_primary, start_replica
-from tests.live import asyncpg_dsn, live_client, live_settings, register
+from tests.live import asyncpg_dsn, borrow, live_client, live_settings, register
 
 IN_RECOVERY = Statement("SELECT pg_is_in_recovery()", ())
 
@@ -66,15 +66,6 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 20)
     while not await condition():
         assert time.monotonic() < deadline, "the condition never held"
         await asyncio.sleep(0.05)
-
-
-async def borrow(client: AsyncClient, customer_id: int) -> int:
-    response = await client.post(
-        "/api/create-loan",
-        json={"customer_id": customer_id, "loan_amount": 10_000, "interest_rate": 12, "tenure": 12},
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["loan_id"])
 
 
 async def listed_loans(client: AsyncClient, customer_id: int) -> set[int]:

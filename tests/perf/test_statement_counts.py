@@ -20,6 +20,8 @@ from httpx import AsyncClient
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tests.live import borrow
+
 pytestmark = pytest.mark.asyncio
 
 _HARNESS_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
@@ -66,20 +68,11 @@ async def counting(connection: AsyncConnection) -> AsyncIterator[StatementLog]:
         event.remove(engine, "before_cursor_execute", from_sqlalchemy)
 
 
-async def _loan_for(client: AsyncClient, customer_id: int) -> int:
-    response = await client.post(
-        "/api/create-loan",
-        json={"customer_id": customer_id, "loan_amount": 10_000, "interest_rate": 14, "tenure": 12},
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["loan_id"])
-
-
 async def test_check_eligibility_is_one_statement(
     client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
 ) -> None:
     customer = await make_customer(monthly_income=100_000)
-    await _loan_for(client, customer["customer_id"])
+    await borrow(client, customer["customer_id"], rate=14)
     body = {"customer_id": customer["customer_id"], "loan_amount": 50_000, "interest_rate": 12, "tenure": 24}
 
     async with counting(connection) as log:
@@ -103,7 +96,7 @@ async def test_view_loan_is_one_statement(
     client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
 ) -> None:
     customer = await make_customer(monthly_income=100_000)
-    loan_id = await _loan_for(client, customer["customer_id"])
+    loan_id = await borrow(client, customer["customer_id"], rate=14)
 
     async with counting(connection) as log:
         response = await client.get(f"/api/view-loan/{loan_id}")
@@ -118,7 +111,7 @@ async def test_view_loans_is_one_statement_whatever_the_loan_count(
 ) -> None:
     customer = await make_customer(monthly_income=200_000)
     for _ in range(3):
-        await _loan_for(client, customer["customer_id"])
+        await borrow(client, customer["customer_id"], rate=14)
 
     async with counting(connection) as log:
         response = await client.get(f"/api/view-loans/{customer['customer_id']}", params={"status": status})
@@ -145,7 +138,7 @@ async def test_create_loan_is_lock_read_insert(
     client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
 ) -> None:
     customer = await make_customer(monthly_income=100_000)
-    await _loan_for(client, customer["customer_id"])
+    await borrow(client, customer["customer_id"], rate=14)
     body = {"customer_id": customer["customer_id"], "loan_amount": 10_000, "interest_rate": 14, "tenure": 12}
 
     async with counting(connection) as log:
@@ -177,7 +170,7 @@ async def test_make_payment_is_lock_then_write(
     client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
 ) -> None:
     customer = await make_customer(monthly_income=100_000)
-    loan_id = await _loan_for(client, customer["customer_id"])
+    loan_id = await borrow(client, customer["customer_id"], rate=14)
 
     async with counting(connection) as log:
         response = await client.post(
@@ -192,7 +185,7 @@ async def test_view_statement_is_one_statement_whatever_the_payment_count(
     client: AsyncClient, connection: AsyncConnection, make_customer: Callable[..., Any]
 ) -> None:
     customer = await make_customer(monthly_income=100_000)
-    loan_id = await _loan_for(client, customer["customer_id"])
+    loan_id = await borrow(client, customer["customer_id"], rate=14)
     for _ in range(3):
         paid = await client.post(
             f"/api/make-payment/{customer['customer_id']}/{loan_id}", json={"amount": 900}
@@ -212,7 +205,7 @@ async def test_get_customer_is_one_statement_whatever_the_loan_count(
 ) -> None:
     customer = await make_customer(monthly_income=200_000)
     for _ in range(3):
-        await _loan_for(client, customer["customer_id"])
+        await borrow(client, customer["customer_id"], rate=14)
 
     async with counting(connection) as log:
         response = await client.get(f"/api/customers/{customer['customer_id']}")

@@ -264,9 +264,7 @@ def _combined(scenario: Scenario, target: str, runs: list[Result]) -> Result:
         generator_cpu_us=median("generator_cpu_us"),
         idle_before=min(r.idle_before for r in runs),
         distinct_exhausted=any(r.distinct_exhausted for r in runs),
-        runs=[
-            {k: round(getattr(r, k), 2) for k in ("rps", "p50_ms", "p99_ms", "server_cpu_us")} for r in runs
-        ],
+        runs=[{k: round(getattr(r, k), 2) for k in _PER_RUN} for r in runs],
     )
     log(
         f"{target:>5} {scenario.name:<17} {result.rps:8.0f} req/s  p50 {result.p50_ms:7.2f} ms  "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -20,19 +19,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import make_url
 
-from app.devstack import Stack, free_port
+from app.devstack import Stack, free_port, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".data" / "tools"
 PGBOUNCER_PACKAGES = ("pgbouncer", "libc-ares2", "libevent-2.1-7")
 
 
-def _pg_bin() -> Path:
-    pgserver = pytest.importorskip("pgserver", reason="the embedded stack's PostgreSQL (pgserver) is missing")
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    del pgserver
-    return Path(POSTGRES_BIN_PATH)
+def _require_pgserver() -> None:
+    pytest.importorskip("pgserver", reason="the embedded stack's PostgreSQL (pgserver) is missing")
 
 
 def _system_user() -> str | None:
@@ -71,7 +66,7 @@ class Server:
 
 
 def start_primary(data_dir: Path) -> Server:
-    _pg_bin()
+    _require_pgserver()
     server = Server(Stack(data_dir), free_port())
     server.start()
     return server
@@ -79,7 +74,7 @@ def start_primary(data_dir: Path) -> Server:
 
 def start_replica(primary: Server, data_dir: Path) -> Server:
     """A hot standby of `primary` (app.devstack's pg_basebackup -R), started on a port of its own."""
-    _pg_bin()
+    _require_pgserver()
     server = Server(Stack(data_dir), free_port())
     assert server.stack.start_replica(primary.port, server.port) == server.port
     return server
@@ -175,16 +170,10 @@ def start_pgbouncer(server_url: str, work_dir: Path, pool_size: int = 60) -> PgB
         ensure_prefix_permissions(binary)
     process = subprocess.Popen([str(binary), str(config)], env={**os.environ, **env}, user=user)
     deadline = time.monotonic() + 20
-    while not _listening(port):
+    while not port_open(port):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             log = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
             raise RuntimeError(f"PgBouncer did not start:\n{log}")
         time.sleep(0.1)
     return PgBouncer(process, port, logfile)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0

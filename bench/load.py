@@ -219,25 +219,27 @@ def drive(server: Server, scenario: Scenario, config: Config, target: str) -> Re
     return _combined(scenario, target, [_measure(server, scenario, config, target) for _ in range(repeats)])
 
 
-def drive_alternated(servers: dict[str, Server], scenario: Scenario, config: Config) -> dict[str, Result]:
-    """`drive` for two or more servers at once, their runs taken in turn (the order flipped each round).
+def drive_alternated(runs: dict[str, tuple[Server, Scenario]], config: Config) -> dict[str, Result]:
+    """`drive` for two or more (server, scenario) pairs at once, their runs taken in turn (the order
+    flipped each round). The keys name the results' targets.
 
-    Why: what separates them (the API as deployed and with its logs quiet) is smaller than what this
-    machine drifts by over the minutes between two separate drives. Twice as many rounds of half the
-    duration as `drive`: the report takes their difference round by round (`paired_difference`), and
-    more pairs outvote the odd round the machine was busy elsewhere."""
+    Why: what separates them (the API as deployed and with its logs quiet; the API and the floor) is
+    smaller than what this machine drifts by over the minutes between two separate drives. Twice as
+    many rounds of half the duration as `drive`: the report compares them round by round
+    (`paired_difference`, `paired_ratio`), and more pairs outvote the odd round the machine was busy
+    elsewhere."""
     run = _run_wrk if config.generator == "wrk" else _run_builtin
     if config.warmup > 0:
-        for server in servers.values():
+        for server, scenario in runs.values():
             run(server, scenario, config, config.warmup)
-    runs: dict[str, list[Result]] = {target: [] for target in servers}
-    order = list(servers.items())
+    measured: dict[str, list[Result]] = {target: [] for target in runs}
+    order = list(runs.items())
     short = replace(config, duration=config.duration / 2)
     for _ in range(2 * max(1, config.repeats)):
-        for target, server in order:
-            runs[target].append(_measure(server, scenario, short, target))
+        for target, (server, scenario) in order:
+            measured[target].append(_measure(server, scenario, short, target))
         order.reverse()
-    return {target: _combined(scenario, target, results) for target, results in runs.items()}
+    return {target: _combined(runs[target][1], target, results) for target, results in measured.items()}
 
 
 _PER_RUN = ("rps", "p50_ms", "p99_ms", "server_cpu_us")
@@ -325,7 +327,9 @@ def eligibility(ids: Ids, size: int = 20_000) -> Scenario:
     )
 
 
-def view_loan(loan_ids: list[int]) -> Scenario:
+def view_loan(ids: Ids, raw: bool = False) -> Scenario:
+    """The service's loans, or with `raw` the floor's copies of them (raw_loans)."""
+    loan_ids = ids.raw_loans if raw else ids.loans
     return Scenario("view-loan", [("GET", f"/api/view-loan/{loan_id}", None) for loan_id in loan_ids])
 
 
@@ -399,10 +403,26 @@ def create_loan(ids: Ids) -> Scenario:
     )
 
 
+def _paired(first: dict[str, Any], second: dict[str, Any], key: str) -> list[tuple[float, float]] | None:
+    a, b = [r.get(key) for r in first.get("runs", [])], [r.get(key) for r in second.get("runs", [])]
+    if a and len(a) == len(b) and None not in a and None not in b:
+        return list(zip(a, b, strict=True))
+    return None
+
+
 def paired_difference(first: dict[str, Any], second: dict[str, Any], key: str = "server_cpu_us") -> float:
     """The median of the round-by-round differences of two alternated results (`drive_alternated`), or
     the difference of their medians when the runs were not recorded in pairs."""
-    a, b = [r.get(key) for r in first.get("runs", [])], [r.get(key) for r in second.get("runs", [])]
-    if a and len(a) == len(b) and None not in a and None not in b:
-        return float(statistics.median(x - y for x, y in zip(a, b, strict=True)))
-    return float(first[key] - second[key])
+    pairs = _paired(first, second, key)
+    if pairs is None:
+        return float(first[key] - second[key])
+    return float(statistics.median(x - y for x, y in pairs))
+
+
+def paired_ratio(first: dict[str, Any], second: dict[str, Any], key: str = "server_cpu_us") -> float:
+    """The median of the round-by-round ratios of two alternated results, or the ratio of their medians
+    when the runs were not recorded in pairs."""
+    pairs = _paired(first, second, key)
+    if pairs is None:
+        return float(first[key] / second[key])
+    return float(statistics.median(x / y for x, y in pairs))

@@ -4,10 +4,10 @@ recorded by hand that it keeps."""
 from __future__ import annotations
 
 import statistics
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.config import LONG_LOANS, TARGETS, Config
-from bench.load import paired_difference
+from bench.load import paired_difference, paired_ratio
 
 
 def _fmt(value: float, digits: int = 0) -> str:
@@ -68,6 +68,21 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
             + (" (the list ran out and wrapped around)" if created.get("distinct_exhausted") else "")
             + ".",
         ]
+    ratio = statement_ratio(report)
+    if ratio == ratio:
+        pair = report.get("statement_pair")
+        lines += [
+            "",
+            f"view-statement's p50 is {ratio:.2f}x view-loan's (target <= "
+            f"{TARGETS['statement_vs_view_loan_p50']}x)"
+            + (
+                f": the median of the round-by-round ratios, the two alternated on the same API "
+                f"(view-loan {_fmt(pair['p50_ms'], 1)} ms p50, {_fmt(pair['server_cpu_us'])} µs API CPU, in "
+                "those rounds)."
+                if pair
+                else "."
+            ),
+        ]
     if "big" in report:
         big = {r["name"]: r for r in report["big"]}
         lines += [
@@ -120,8 +135,9 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         "included): that share of the two cores was not the server's.",
         "- The API runs as deployed: `credit-approval serve`, LOG_LEVEL=INFO, a JSON access line per request "
         "(to a file), metrics, request ids, API-key and body-limit middlewares all on. The logs-quiet API "
-        "(LOG_LEVEL=WARNING) runs beside it on the same data; on eligibility and view-loan the two are "
-        "measured in turn, run by run, the order flipped each round, so the machine's drift falls on both.",
+        "(LOG_LEVEL=WARNING) and the floor run beside it on the same data; on eligibility and view-loan the "
+        "three are measured in turn, run by run, the order flipped each round, so the machine's drift "
+        "falls on all of them. view-statement alternates with view-loan in the same way.",
         "- Data: workbooks from app/sample_data.py, ingested through the ARQ job "
         f"({_fmt(setup.get('ingest_seconds', nan), 1)} s for the endpoint run's workbooks); the floor "
         f"loads the same files into raw_* tables ({_fmt(setup.get('floor_load_seconds', nan), 1)} s). "
@@ -150,24 +166,49 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
 RECORDED_BY_HAND = "## Recorded by hand"
 
 
-def _cpu_rows(report: dict[str, Any]) -> list[tuple[str, float, float, float, float]]:
-    """(endpoint, API µs as deployed, API µs logs quiet, floor µs, access log µs) for the endpoints the
-    floor serves. The access log is the median of the paired, run-by-run differences."""
+class CpuRow(NamedTuple):
+    name: str
+    deployed: float  # API µs per request as deployed
+    quiet: float  # the same, logs quiet
+    floor: float
+    deployed_ratio: float  # as deployed / floor, the median of the round-by-round ratios
+    quiet_ratio: float
+    access_log: float  # the median of the round-by-round differences, deployed - quiet
+
+
+def _cpu_rows(report: dict[str, Any]) -> list[CpuRow]:
+    """The endpoints the floor serves, their three servers alternated run by run (`drive_alternated`)."""
     ours = {r["name"]: r for r in report["service"]}
     quiet = {r["name"]: r for r in report.get("quiet", [])}
     floor = {r["name"]: r for r in report.get("floor", [])}
     nan = float("nan")
-    return [
-        (
-            name,
-            ours[name]["server_cpu_us"],
-            quiet[name]["server_cpu_us"] if name in quiet else nan,
-            floor[name]["server_cpu_us"] if name in floor else nan,
-            paired_difference(ours[name], quiet[name]) if name in quiet else nan,
+    rows = []
+    for name in ("check-eligibility", "view-loan"):
+        if name not in ours:
+            continue
+        mine, calm, base = ours[name], quiet.get(name), floor.get(name)
+        rows.append(
+            CpuRow(
+                name,
+                mine["server_cpu_us"],
+                calm["server_cpu_us"] if calm else nan,
+                base["server_cpu_us"] if base else nan,
+                paired_ratio(mine, base) if base else nan,
+                paired_ratio(calm, base) if calm and base else nan,
+                paired_difference(mine, calm) if calm else nan,
+            )
         )
-        for name in ("check-eligibility", "view-loan")
-        if name in ours
-    ]
+    return rows
+
+
+def statement_ratio(report: dict[str, Any]) -> float:
+    """view-statement's p50 over view-loan's: round by round when the two alternated, else of the medians."""
+    ours = {r["name"]: r for r in report["service"]}
+    statement = ours.get("view-statement")
+    view_loan = report.get("statement_pair") or ours.get("view-loan")
+    if statement is None or view_loan is None:
+        return float("nan")
+    return paired_ratio(statement, view_loan, "p50_ms")
 
 
 def cpu_headline(report: dict[str, Any]) -> list[str]:
@@ -185,15 +226,17 @@ def cpu_headline(report: dict[str, Any]) -> list[str]:
         "Logs quiet / floor | Access log µs |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, deployed, quiet, floor, access in rows:
+    for row in rows:
         lines.append(
-            f"| {name} | {_fmt(deployed)} | {_fmt(quiet)} | {_fmt(floor)} | {_times(deployed / floor)} | "
-            f"{_times(quiet / floor)} | {_fmt(access)} |"
+            f"| {row.name} | {_fmt(row.deployed)} | {_fmt(row.quiet)} | {_fmt(row.floor)} | "
+            f"{_times(row.deployed_ratio)} | {_times(row.quiet_ratio)} | {_fmt(row.access_log)} |"
         )
     lines += [
         "",
-        "The two APIs alternate in rounds of half the endpoint duration; each column is the median of its "
-        "rounds, the access log the median of the round-by-round differences.",
+        "The API as deployed, the API with its logs quiet and the floor alternate in rounds of half the "
+        "endpoint duration, the order flipped each round. Each µs column is the median of its rounds; each "
+        "ratio the median of the round-by-round ratios, the access log the median of the round-by-round "
+        "differences, so the machine's drift between rounds falls on both sides of each comparison.",
         "",
         f"Targets (issue #16): as deployed at most {TARGETS['cpu_vs_floor']:g}x the floor; the access log at "
         f"most {TARGETS['access_log_us']:g} µs per request.",
@@ -246,10 +289,10 @@ def verdicts(report: dict[str, Any]) -> list[str]:
     ours = {r["name"]: r for r in report["service"]}
     floor = {r["name"]: r for r in report.get("floor", [])}
     out = []
-    for name, deployed, _quiet, floor_us, access in _cpu_rows(report):
+    for row in _cpu_rows(report):
         out.append(
-            f"{name}: CPU {deployed / floor_us:.2f}x the floor as deployed (target <= "
-            f"{TARGETS['cpu_vs_floor']:g}x), access log {access:.0f} µs (target <= "
+            f"{row.name}: CPU {row.deployed_ratio:.2f}x the floor as deployed (target <= "
+            f"{TARGETS['cpu_vs_floor']:g}x), access log {row.access_log:.0f} µs (target <= "
             f"{TARGETS['access_log_us']:g})"
         )
     for name in ("check-eligibility", "view-loan"):
@@ -263,8 +306,8 @@ def verdicts(report: dict[str, Any]) -> list[str]:
         out.append(
             f"create-loan: {ours['create-loan']['rps']:.0f}/s (target >= {TARGETS['create_loan_rps']:.0f})"
         )
-    if "view-statement" in ours and "view-loan" in ours:
-        ratio = ours["view-statement"]["p50_ms"] / ours["view-loan"]["p50_ms"]
+    ratio = statement_ratio(report)
+    if ratio == ratio:
         out.append(
             f"view-statement (360 installments): p50 {ratio:.2f}x view-loan's "
             f"(target <= {TARGETS['statement_vs_view_loan_p50']})"

@@ -40,7 +40,9 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
         "",
         f"{config.connections} concurrent connections; per endpoint {config.warmup:g} s of warm-up, then "
         f"the median of {config.repeats} runs of {config.duration:g} s (create-loan: one run, each customer "
-        f"once); {config.workers} API workers (`python -m app.cli serve`: uvicorn, uvloop, httptools) and "
+        f"once; check-eligibility, view-loan and view-statement: {2 * config.repeats} alternated runs of "
+        f"{config.duration / 2:g} s, see below); {config.workers} API workers (`python -m app.cli serve`: "
+        "uvicorn, uvloop, httptools) and "
         f"{config.workers} floor workers. The floor is `raw_floor.py`: a bare ASGI app, one asyncpg query "
         "per request, the same policy, the same data.",
         "",

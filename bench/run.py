@@ -118,10 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             start_floor(config.floor, url, config.workers) if config.floor else nullcontext() as floor,
         ):
             report["service"], report["quiet"], report["floor"] = [], [], []
-            for ours, raw in (
-                (eligibility(ids), eligibility(ids)),
-                (view_loan(ids), view_loan(ids, raw=True)),
-            ):
+            checks = eligibility(ids)  # the floor answers the same bodies
+            for ours, raw in ((checks, checks), (view_loan(ids), view_loan(ids, raw=True))):
                 sides = {"api": (api, ours), "quiet": (quiet, ours)}
                 if floor is not None:
                     sides["floor"] = (floor, raw)

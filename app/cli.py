@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 import zipfile
+from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -223,13 +224,16 @@ def serve(
 ) -> None:
     """Serve the API with uvicorn (uvloop, httptools), its own lines in LOG_FORMAT from the first."""
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     from app.http_protocol import BoundedHttpToolsProtocol
     from app.observability.logging import uvicorn_log_config
+    from app.reuse_port import supervisor_socket
 
     settings = get_settings()
     _empty_metrics_directory()
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.main:app",
         host=host,
         port=port,
@@ -239,6 +243,17 @@ def serve(
         access_log=False,  # the app logs requests itself
         log_config=uvicorn_log_config(settings.log_level, settings.log_format),
     )
+    # What uvicorn.run does, but with several workers each listens on a socket of its own
+    # (app.reuse_port): the kernel spreads connections evenly instead of the first worker awake taking all.
+    if config.workers > 1:
+        with suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[supervisor_socket(config)]).run()
+        return
+    server = uvicorn.Server(config)
+    with suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 def _empty_metrics_directory() -> None:

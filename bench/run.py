@@ -15,8 +15,8 @@ What it does, on this machine, with everything on it (API, PostgreSQL, load gene
    (LOG_LEVEL=WARNING): the difference is what the access log costs.
 4. Starts the floor (`uvicorn raw_floor:app --workers 2`) and drives its two endpoints the same way.
 5. Repeats eligibility, view-loan and view-loans on a second database of 100,000 customers / 1,000,000
-   loans (ten loans a customer, as before: the book grows, not each customer's history) and prints the
-   ratio of p50 latencies.
+   loans (ten loans a customer, as before: the book grows, not each customer's history), alternated run
+   by run with the same endpoints on a fresh copy of the first book, and prints the ratio of p50 latencies.
 6. Runs the ingestion benchmark (bench/ingest_bench.py's main()).
 7. Writes bench/RESULTS.md (and the raw figures to bench/out/results.json).
 
@@ -163,16 +163,31 @@ def main(argv: list[str] | None = None) -> int:
                 report["replica_transactions"] = transactions(replica_url) - before
     if config.big:
         big_files = workbooks(config.big_customers, config.big_loans)
-        with database(config.database_url, "big") as url:
+        # The two books side by side, their runs alternated: measured minutes apart, the machine's drift
+        # moved the p50 ratio by more than the book's size did (view-loan 1.43 one run, 0.94 the run
+        # before, same code). The small book is ingested again, as it was before create-loan and the
+        # payments wrote to the first one: ten loans a customer in both.
+        with (
+            database(config.database_url, "big") as url,
+            database(config.database_url, "small_again") as small_url,
+        ):
             log(f"ingesting {config.big_loans:,} loans through the ARQ worker ...")
             report["setup"]["big_ingest_seconds"] = ingest(url, config.redis_url, big_files)["seconds"]
+            ingest(small_url, config.redis_url, small_files)
             vacuum_analyze(url)
-            ids = sample_ids(url, with_raw=False)
-            with start_api(url, config.redis_url, config.workers) as api:
-                report["big"] = [
-                    asdict(drive(api, scenario, config, "big"))
-                    for scenario in (eligibility(ids), view_loan(ids), view_loans(ids))
-                ]
+            vacuum_analyze(small_url)
+            ids, small_ids = sample_ids(url, with_raw=False), sample_ids(small_url, with_raw=False)
+            with (
+                start_api(url, config.redis_url, config.workers) as api,
+                start_api(small_url, config.redis_url, config.workers) as small_api,
+            ):
+                report["big"], report["big_small"] = [], []
+                for build in (eligibility, view_loan, view_loans):
+                    both = drive_alternated(
+                        {"big": (api, build(ids)), "small": (small_api, build(small_ids))}, config
+                    )
+                    report["big"].append(asdict(both["big"]))
+                    report["big_small"].append(asdict(both["small"]))
 
     if config.ingest:
         log("ingestion benchmark (bench/ingest_bench.py) ...")

@@ -43,10 +43,11 @@ def lines_until(process: subprocess.Popen[str], marker: str, timeout_s: float = 
     raise AssertionError(f"{marker!r} never came; the process wrote: {lines}")
 
 
-def serve(database_url: str, port: int, **extra: str) -> subprocess.Popen[str]:
-    """`credit-approval serve` with one worker process (so its pid is the one serving)."""
+def serve(database_url: str, port: int, workers: int = 1, **extra: str) -> subprocess.Popen[str]:
+    """`credit-approval serve`, by default with one worker process (so its pid is the one serving)."""
+    command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     return subprocess.Popen(
-        [str(BIN / "credit-approval"), "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [str(BIN / "credit-approval"), *command],
         cwd=Path(__file__).resolve().parent.parent,
         env=environment(database_url, **extra),
         stderr=subprocess.PIPE,

@@ -107,6 +107,14 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
+async def pooled(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    """An engine whose pool holds one connection: what waits for it, and in which order, shows."""
+    engine = create_engine(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
 async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection inside a transaction that is always rolled back: nothing a test writes survives it."""
     async with engine.connect() as connection:

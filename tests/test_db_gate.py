@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,13 +18,6 @@ from app.config import Settings
 from app.db import Reader, Statement, _gate, create_engine, create_sessionmaker, unit_of_work
 
 SELECT_ONE = Statement.compile(text("SELECT 1"))
-
-
-@pytest.fixture
-async def one_connection(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}))
-    yield engine
-    await engine.dispose()
 
 
 def request_for(engine: AsyncEngine) -> Any:
@@ -64,21 +56,21 @@ async def queued(*starts: Any) -> list[asyncio.Task[None]]:
 
 
 async def test_reads_and_units_of_work_take_the_connection_in_the_order_they_asked(
-    one_connection: AsyncEngine,
+    pooled: AsyncEngine,
 ) -> None:
     done: list[str] = []
     release = asyncio.Event()
     held = asyncio.Event()
-    holder = asyncio.create_task(work(one_connection, "holder", done, hold=release, held=held))
+    holder = asyncio.create_task(work(pooled, "holder", done, hold=release, held=held))
     await held.wait()
     # The unit of work holds the gate's only permit, so what comes next queues at the gate, in order, and
     # not in the pool's own wait, where a newcomer can take a connection just handed to a waiter.
-    assert _gate(one_connection).locked()
+    assert _gate(pooled).locked()
     waiting = await queued(
-        work(one_connection, "write 1", done),
-        read(one_connection, "read 1", done),
-        work(one_connection, "write 2", done),
-        read(one_connection, "read 2", done),
+        work(pooled, "write 1", done),
+        read(pooled, "read 1", done),
+        work(pooled, "write 2", done),
+        read(pooled, "read 2", done),
     )
     assert done == ["holder"]  # every one of them waits while the unit of work holds the connection
     release.set()

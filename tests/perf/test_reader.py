@@ -4,7 +4,6 @@ or reuse a broken connection: its speed is only worth having if nothing else can
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import bindparam, literal_column, select, text
@@ -21,13 +20,6 @@ ECHO = Statement.compile(select(bindparam("value", type_=None).label("value")))
 DIVIDE = Statement.compile(text("SELECT 1 / :zero AS boom").bindparams(bindparam("zero", type_=None)))
 SLEEP = Statement.compile(text("SELECT pg_sleep(5)"))
 PID = Statement.compile(select(literal_column("pg_backend_pid()").label("pid")))
-
-
-@pytest.fixture
-async def pooled(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(settings.model_copy(update={"db_pool_size": 1, "db_max_overflow": 0}))
-    yield engine
-    await engine.dispose()
 
 
 def checked_out(engine: AsyncEngine) -> int:

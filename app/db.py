@@ -116,7 +116,7 @@ async def unit_of_work(request: Request) -> AsyncIterator[AsyncSession]:
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     # The session holds a pooled connection from its first statement to its commit: it queues at the same
     # first-come, first-served gate as the reads (see _gate), or the pool's own wait would let newcomers
-    # overtake it (make-payment's p99 was 7x its p50, with no lock waits in PostgreSQL).
+    # overtake it (make-payment's p99 was 6-12x its p50, with no lock waits in PostgreSQL).
     gate = await enter_gate(sessionmaker.kw["bind"])
     try:
         async with sessionmaker() as session:

@@ -26,17 +26,18 @@ def request_for(engine: AsyncEngine) -> Any:
 
 
 async def work(
-    engine: AsyncEngine, name: str, done: list[str], hold: asyncio.Event | None = None, held: Any = None
+    engine: AsyncEngine, name: str, done: list[str], hold: tuple[asyncio.Event, asyncio.Event] | None = None
 ) -> None:
-    """A unit of work as a request runs it: its statement, then (optionally) `held.set()` and a wait for
-    `hold`, then the commit."""
+    """A unit of work as a request runs it: its statement, then (with `hold`: set the first event, wait
+    for the second) the commit."""
     units = unit_of_work(request_for(engine))
     session = await anext(units)
     await session.execute(text("SELECT 1"))
     done.append(name)
     if hold is not None:
+        held, release = hold
         held.set()
-        await hold.wait()
+        await release.wait()
     with pytest.raises(StopAsyncIteration):
         await anext(units)  # commits and gives the connection and its permit back
 
@@ -61,7 +62,7 @@ async def test_reads_and_units_of_work_take_the_connection_in_the_order_they_ask
     done: list[str] = []
     release = asyncio.Event()
     held = asyncio.Event()
-    holder = asyncio.create_task(work(pooled, "holder", done, hold=release, held=held))
+    holder = asyncio.create_task(work(pooled, "holder", done, hold=(held, release)))
     await held.wait()
     # The unit of work holds the gate's only permit, so what comes next queues at the gate, in order, and
     # not in the pool's own wait, where a newcomer can take a connection just handed to a waiter.
@@ -86,7 +87,7 @@ async def test_a_read_waits_no_longer_than_the_pool_timeout(settings: Settings) 
         done: list[str] = []
         release = asyncio.Event()
         held = asyncio.Event()
-        holder = asyncio.create_task(work(engine, "holder", done, hold=release, held=held))
+        holder = asyncio.create_task(work(engine, "holder", done, hold=(held, release)))
         await held.wait()
         started = time.monotonic()
         with pytest.raises(PoolTimeoutError):

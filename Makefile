@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install lock test run lint format bench clean
 
 # Exactly the locked versions (hashes checked), then the project itself without resolving anything.
-$(STAMP): pyproject.toml requirements-dev.lock
+# The C extension (app/servicing/_rows.c) is built by the editable install: a change to it reinstalls.
+$(STAMP): pyproject.toml requirements-dev.lock app/servicing/_rows.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements-dev.lock

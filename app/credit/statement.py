@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from bisect import bisect_left
-from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
 from app.credit.dates import add_months
 from app.credit.policy import installment
-from app.credit.schedule import LoanState, Step, all_due_date_texts, cents, rate_ratio, steps
+from app.credit.schedule import LoanState, all_due_date_texts, cents, rate_ratio, steps
 
 
 class LoanStatus(StrEnum):
@@ -85,30 +84,34 @@ class PaymentRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Run:
+    """Installments `first`..`last` of a schedule, stepped from `balance` with `emi` (both in cents):
+    app.credit.schedule.steps' arguments. A statement keeps its runs this way rather than as one object
+    per installment: it has up to 600 and is read far more often than anything else servicing does, so
+    the renderer (app.servicing.rows) steps and writes them in one pass."""
+
+    balance: int
+    emi: int
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
-    """A loan's schedule in three runs, in installment order, and where it stands today.
+    """A loan's schedule in three runs, in installment order, and where it stands today."""
 
-    The runs stay as schedule steps (figures in cents) rather than one object per installment: a
-    statement has up to 600 and is read far more often than anything else servicing does, so the
-    renderer (app.servicing.statement_json) formats the steps directly."""
-
-    due_dates: Sequence[str]  # installment k's due date, ISO text, at [k - 1]
-    settled: list[Step]  # an imported loan's first installments: the formula's, paid on time, dates unknown
+    rate: tuple[int, int]  # the monthly rate as an exact ratio (app.credit.schedule.rate_ratio)
+    tenure: int
+    due_dates: tuple[str, ...]  # installment k's due date, ISO text, at [k - 1]
+    settled: Run | None  # an imported loan's first installments: the formula's, paid on time, dates unknown
     paid: list[tuple[PaymentRecord, int]]  # each API payment and the balance after it, in cents
-    projected: list[Step]  # the unpaid installments, projected with the EMI in force
-    overdue: int  # how many of `projected`, from the first, are overdue
+    projected: Run  # the unpaid installments, projected with the EMI in force (none when paid off)
+    overdue_before: int  # unpaid installments numbered below this are overdue
+    next_installment: tuple[str, int] | None  # the next unpaid one (maybe overdue): due date, cents
     days_past_due: int
     delinquency_class: DelinquencyClass
     loan_status: LoanStatus
     payoff_amount: Decimal
-
-    @property
-    def next_installment(self) -> tuple[str, int] | None:
-        """The next unpaid installment (which may be overdue): its due date and amount in cents."""
-        if not self.projected:
-            return None
-        number, interest, principal, _ = self.projected[0]
-        return self.due_dates[number - 1], interest + principal
 
 
 def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -> Statement:
@@ -117,35 +120,37 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
     tenure = state.tenure
     due_dates = all_due_date_texts(state.start_date, tenure)
     settled_before = state.installments_paid - len(payments)  # imported: the first ones, dates unknown
-    settled: list[Step] = []
+    settled = None
     if settled_before:
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
-        settled = steps(
-            cents(state.loan_amount), rate, formula_emi, first=1, tenure=tenure, last=settled_before
-        )
+        settled = Run(balance=cents(state.loan_amount), emi=formula_emi, first=1, last=settled_before)
     # Each payment's balance after: what is owed now plus the principal of the payments after it.
     balance = cents(state.outstanding) + sum(cents(p.principal) for p in payments)
     paid: list[tuple[PaymentRecord, int]] = []
     for p in payments:
         balance -= cents(p.principal)
         paid.append((p, balance))
-    projected = steps(
-        cents(state.outstanding),
-        rate,
-        cents(state.monthly_installment),
-        first=state.installments_paid + 1,
-        tenure=tenure,
+    first = state.installments_paid + 1
+    projected = Run(
+        balance=cents(state.outstanding), emi=cents(state.monthly_installment), first=first, last=tenure
     )
+    following = steps(projected.balance, rate, projected.emi, first=first, tenure=tenure, last=first)
+    next_installment = None
+    if following:
+        _, interest, principal, _ = following[0]
+        next_installment = due_dates[first - 1], interest + principal
     # Unpaid installments falling due before today are overdue; due dates only grow down the schedule.
-    first_due = state.installments_paid  # index of the first projected one in due_dates
-    overdue = bisect_left(due_dates, today.isoformat(), first_due, first_due + len(projected)) - first_due
+    overdue_before = bisect_left(due_dates, today.isoformat(), state.installments_paid, tenure) + 1
     dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)
     return Statement(
+        rate=rate,
+        tenure=tenure,
         due_dates=due_dates,
         settled=settled,
         paid=paid,
         projected=projected,
-        overdue=overdue,
+        overdue_before=overdue_before,
+        next_installment=next_installment,
         days_past_due=dpd,
         delinquency_class=delinquency_class(dpd),
         loan_status=loan_status(state.start_date, state.installments_paid, state.paid_off, today),

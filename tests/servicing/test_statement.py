@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -109,3 +110,20 @@ async def test_an_imported_loans_statement_shows_its_emis_paid_as_the_formula_sc
     assert len(document.installments) == 5 + len(state.remaining()) < 24
     assert document.repayments_left == len(state.remaining())
     assert document.loan_status == "overdue" and document.delinquency_class == "NPA"
+
+
+async def test_the_statement_is_the_same_document_without_the_c_extension(
+    client: AsyncClient, borrow: Borrow, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock.set(dt.date(2026, 1, 31))
+    loan = await borrow(amount=3_000_000, rate="9.5", tenure=360)
+    clock.set(dt.date(2026, 2, 27))
+    assert (await pay(client, loan, "30000")).status_code == 201
+    clock.set(dt.date(2026, 9, 15))
+    url = f"/api/view-statement/{loan['customer_id']}/{loan['loan_id']}"
+    written = (await client.get(url)).content
+    monkeypatch.setattr("app.servicing.rows._COMPILED", None)
+    assert (await client.get(url)).content == written
+    document = StatementOut.model_validate_json(written)
+    statuses = [row.status for row in document.installments[:8]]
+    assert statuses == ["paid_on_time"] + ["overdue"] * 6 + ["upcoming"]

@@ -125,22 +125,6 @@ async def make_payment(
     )
 
 
-def _payments(rows: list[Record]) -> list[PaymentRecord]:
-    return [
-        PaymentRecord(
-            payment_id=row["payment_id"],
-            installment_number=row["installment_number"],
-            paid_on=row["paid_on"],
-            amount=row["amount"],
-            interest=row["interest"],
-            principal=row["principal"],
-            on_time=row["on_time"],
-        )
-        for row in rows
-        if row["payment_id"] is not None
-    ]
-
-
 async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> bytes:
     """The statement as JSON (see app.servicing.statement_json): the document StatementOut describes."""
     rows = await queries.loan_statement(db, customer_id, loan_id)
@@ -148,7 +132,7 @@ async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.d
         raise _loan_not_found(customer_id, loan_id)
     row = rows[0]
     state = _state(row)
-    payments = _payments(rows)
+    payments = [PaymentRecord._make(payment[queries.PAYMENT_COLUMNS]) for payment in rows[1:]]
     result = statement(state, payments, today)
     following = result.next_installment
     next_installment = (

@@ -19,11 +19,6 @@ from app.servicing.schemas import StatementHead
 # What ends an unpaid installment's row, by its status.
 _END = {status: f',"status":"{status.value}","paid_on":null}}' for status in InstallmentStatus}
 _PAID_ON_TIME, _PAID_LATE = InstallmentStatus.PAID_ON_TIME.value, InstallmentStatus.PAID_LATE.value
-_CENTS = tuple(f"{c:02d}" for c in range(100))
-
-
-def _figure(amount: int) -> str:
-    return f"{amount // 100}.{_CENTS[amount % 100]}"
 
 
 def _run(result: Statement, run: Run, split: int, before: InstallmentStatus, after: InstallmentStatus) -> str:
@@ -44,23 +39,27 @@ def _run(result: Statement, run: Run, split: int, before: InstallmentStatus, aft
     return text
 
 
-def _paid_row(payment: PaymentRecord, after: int, due_dates: Sequence[str]) -> str:
-    number = payment.installment_number
-    return (
-        f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{_money(payment.amount)},'
-        f'"principal":{_money(payment.principal)},"interest":{_money(payment.interest)},'
-        f'"balance_after":{_figure(after)},"status":"{_PAID_ON_TIME if payment.on_time else _PAID_LATE}",'
-        f'"paid_on":"{payment.paid_on.isoformat()}"}}'
-    )
-
-
-def _payment(payment: PaymentRecord) -> str:
-    return (
-        f'{{"payment_id":{payment.payment_id},"paid_on":"{payment.paid_on.isoformat()}",'
-        f'"amount":{_money(payment.amount)},"interest":{_money(payment.interest)},'
-        f'"principal":{_money(payment.principal)},"installment_number":{payment.installment_number},'
-        f'"on_time":{"true" if payment.on_time else "false"}}}'
-    )
+def _paid(paid: list[tuple[PaymentRecord, Decimal]], due_dates: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Each API payment's installment row and its entry in `payments`: the same figures, formatted once."""
+    installments, payments = [], []
+    for payment, after in paid:
+        number, paid_on = payment.installment_number, payment.paid_on.isoformat()
+        amount, interest, principal = (
+            _money(payment.amount),
+            _money(payment.interest),
+            _money(payment.principal),
+        )
+        installments.append(
+            f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{amount},'
+            f'"principal":{principal},"interest":{interest},"balance_after":{_money(after)},'
+            f'"status":"{_PAID_ON_TIME if payment.on_time else _PAID_LATE}","paid_on":"{paid_on}"}}'
+        )
+        payments.append(
+            f'{{"payment_id":{payment.payment_id},"paid_on":"{paid_on}","amount":{amount},'
+            f'"interest":{interest},"principal":{principal},"installment_number":{number},'
+            f'"on_time":{"true" if payment.on_time else "false"}}}'
+        )
+    return installments, payments
 
 
 def _money(amount: Decimal) -> str:
@@ -73,10 +72,11 @@ def statement_json(head: StatementHead, result: Statement) -> bytes:
         InstallmentStatus.OVERDUE,
         InstallmentStatus.UPCOMING,
     )
+    paid_rows, payments = _paid(result.paid, result.due_dates)
     installments = []
     if result.settled is not None:
         installments.append(_run(result, result.settled, 0, on_time, on_time))
-    installments += [_paid_row(payment, after, result.due_dates) for payment, after in result.paid]
+    installments += paid_rows
     installments.append(_run(result, result.projected, result.overdue_before, overdue, upcoming))
     document = head.model_dump_json()
     return "".join(
@@ -85,7 +85,7 @@ def statement_json(head: StatementHead, result: Statement) -> bytes:
             ',"installments":[',
             ",".join([part for part in installments if part]),
             '],"payments":[',
-            ",".join([_payment(payment) for payment, _ in result.paid]),
+            ",".join(payments),
             "]}",
         )
     ).encode()

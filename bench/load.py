@@ -375,6 +375,14 @@ def seed_long_loans(url: str, ids: Ids, count: int = LONG_LOANS) -> list[tuple[i
     return [(r["customer_id"], r["loan_id"], str(emi)) for r in rows]
 
 
+def statement_setup(url: str) -> dict[str, Any]:
+    """What view-statement's run reads: payments a long loan has by then, and which rows writer serves."""
+    from app.servicing.rows import ACCELERATED
+
+    (row,) = asyncio.run(query(url, "SELECT count(*)::float / count(DISTINCT loan_id) AS n FROM payments"))
+    return {"payments_per_loan": row["n"], "rows": "C" if ACCELERATED else "Python"}
+
+
 def get_customer(ids: Ids, size: int = 20_000) -> Scenario:
     rng = random.Random(4)
     return Scenario(

@@ -85,6 +85,16 @@ def write_report(config: Config, report: dict[str, Any]) -> str:
                 else "."
             ),
         ]
+        setup = report.get("statement_setup")
+        if setup:
+            lines[-1] += (
+                f" The loans had {setup['payments_per_loan']:.1f} payments each by then; their rows were "
+                + (
+                    "written by the C extension (app/servicing/_rows.c)."
+                    if setup["rows"] == "C"
+                    else "written in Python: no C extension was built."
+                )
+            )
     if "big" in report:
         lines += [
             "",

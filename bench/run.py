@@ -50,6 +50,7 @@ from bench.load import (  # noqa: E402
     make_payment,
     sample_ids,
     seed_long_loans,
+    statement_setup,
     view_loan,
     view_loans,
     view_statement,
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             long_loans = seed_long_loans(url, ids)
             report["service"].append(asdict(drive(api, make_payment(long_loans), config, "api")))
+            report["statement_setup"] = statement_setup(url)
             # view-statement's bound is relative to view-loan's p50: the two alternate, run by run.
             pair = drive_alternated(
                 {"api": (api, view_statement(long_loans)), "view-loan": (api, view_loan(ids))}, config

@@ -74,15 +74,17 @@ def loan_status(start_date: dt.date, installments_paid: int, paid_off: bool, tod
 
 
 class PaymentRecord(NamedTuple):
-    """A payment as stored. A tuple, built straight from the query's row: a statement reads up to 600 of
-    them, and a frozen dataclass cost 0.8 µs each to build (a tuple 0.15)."""
+    """A payment as stored, its figures in cents. A tuple, built straight from the query's row: a
+    statement reads up to 600 of them (a loan's paid installments), so each costs what it can: the figures
+    arrive as integers (decoding a numeric into a Decimal cost 0.4 µs), and a frozen dataclass cost 0.8
+    µs to build where a tuple costs 0.15."""
 
     payment_id: int
     installment_number: int
     paid_on: dt.date
-    amount: Decimal
-    interest: Decimal
-    principal: Decimal
+    amount_cents: int
+    interest_cents: int
+    principal_cents: int
     on_time: bool
 
 
@@ -107,7 +109,7 @@ class Statement:
     tenure: int
     due_dates: tuple[str, ...]  # installment k's due date, ISO text, at [k - 1]
     settled: Run | None  # an imported loan's first installments: the formula's, paid on time, dates unknown
-    paid: list[tuple[PaymentRecord, Decimal]]  # each API payment and the balance after it
+    paid: list[tuple[PaymentRecord, int]]  # each API payment and the balance after it, in cents
     projected: Run  # the unpaid installments, projected with the EMI in force (none when paid off)
     overdue_before: int  # unpaid installments numbered below this are overdue
     next_installment: tuple[str, int] | None  # the next unpaid one (maybe overdue): due date, cents
@@ -128,10 +130,10 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
         settled = Run(balance=cents(state.loan_amount), emi=formula_emi, first=1, last=settled_before)
     # Each payment's balance after: what is owed now plus the principal of the payments after it.
-    balance = state.outstanding + sum(p.principal for p in payments)
-    paid: list[tuple[PaymentRecord, Decimal]] = []
+    balance = cents(state.outstanding) + sum([p.principal_cents for p in payments])
+    paid: list[tuple[PaymentRecord, int]] = []
     for p in payments:
-        balance -= p.principal
+        balance -= p.principal_cents
         paid.append((p, balance))
     first = state.installments_paid + 1
     projected = Run(

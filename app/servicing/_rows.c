@@ -1,10 +1,11 @@
-/* view-statement's installment rows, stepped and written in C: app/servicing/rows.py's `python_rows`,
- * exactly (tests/servicing/test_rows.py holds the two together on random schedules).
+/* view-statement's installment rows, written in C: app/servicing/rows.py's `python_rows` and
+ * `python_paid`, exactly (tests/servicing/test_rows.py holds each pair together on random input).
  *
  * Why C: a 360-installment statement spent ~330 us of the API's CPU stepping and formatting its rows in
- * Python, 60 % of the request (bench/PROFILING.md, "Sixth look"); here it is a few microseconds. The
- * arithmetic is app/credit/schedule.py's `steps`, on 64-bit cents with a 128-bit product; anything that
- * does not fit raises OverflowError and the caller uses the Python rows instead.
+ * Python, 60 % of the request, and each paid installment ~1 us more (bench/PROFILING.md, "Sixth look");
+ * here the whole schedule takes a few microseconds. The arithmetic is app/credit/schedule.py's `steps`, on
+ * 64-bit cents with a 128-bit product; anything that does not fit raises OverflowError and the caller
+ * uses the Python rows instead.
  *
  * rows(balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after)
  *     -> (text, count)
@@ -13,9 +14,13 @@
  * followed by `before` when N < split, else `after`, the rows joined by commas. Figures in cents are
  * written with two decimals. `due_dates` and the two suffixes are ASCII str; `count` is how many rows
  * were written.
+ *
+ * paid(paid, due_dates, on_time, late) -> (installments, payments)
+ * The paid installments' rows and the payments' entries, each list's items joined by commas (see paid()).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -50,6 +55,8 @@ static void put(Buffer *buffer, const char *text, Py_ssize_t length) {
     memcpy(buffer->data + buffer->length, text, (size_t)length);
     buffer->length += length;
 }
+
+#define PUT(buffer, literal) put((buffer), (literal), (Py_ssize_t)sizeof(literal) - 1)
 
 /* "00" to "99": two digits per division. */
 static const char PAIRS[] =
@@ -112,12 +119,17 @@ static int int64_argument(PyObject *value, int64_t *out, const char *name) {
     return 0;
 }
 
-static const char NUMBER[] = "{\"number\":";
-static const char DUE_DATE[] = ",\"due_date\":\"";
-static const char AMOUNT[] = "\",\"amount\":";
-static const char PRINCIPAL[] = ",\"principal\":";
-static const char INTEREST[] = ",\"interest\":";
-static const char BALANCE_AFTER[] = ",\"balance_after\":";
+
+/* The buffer as an ASCII str; frees the buffer. */
+static PyObject *text_of(Buffer *buffer) {
+    PyObject *text = PyUnicode_New(buffer->length, 127);
+    if (text != NULL && buffer->length) {
+        memcpy(PyUnicode_1BYTE_DATA(text), buffer->data, (size_t)buffer->length);
+    }
+    PyMem_Free(buffer->data);
+    buffer->data = NULL;
+    return text;
+}
 
 static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -177,40 +189,170 @@ static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         const char *suffix = number < split ? before : after;
         Py_ssize_t suffix_length = number < split ? before_length : after_length;
-        /* every constant part is shorter than BALANCE_AFTER, every figure than 24 bytes */
-        if (reserve(&buffer, 1 + due_length + 5 * 24 + (Py_ssize_t)sizeof(BALANCE_AFTER) * 6
-                                 + suffix_length) < 0) {
+        /* every constant part is shorter than 24 bytes, every figure too */
+        if (reserve(&buffer, 1 + due_length + 11 * 24 + suffix_length) < 0) {
             goto fail;
         }
         if (count) {
-            put(&buffer, ",", 1);
+            PUT(&buffer, ",");
         }
-        put(&buffer, NUMBER, (Py_ssize_t)sizeof(NUMBER) - 1);
+        PUT(&buffer, "{\"number\":");
         put_number(&buffer, number);
-        put(&buffer, DUE_DATE, (Py_ssize_t)sizeof(DUE_DATE) - 1);
+        PUT(&buffer, ",\"due_date\":\"");
         put(&buffer, due, due_length);
-        put(&buffer, AMOUNT, (Py_ssize_t)sizeof(AMOUNT) - 1);
+        PUT(&buffer, "\",\"amount\":");
         put_figure(&buffer, interest + principal);
-        put(&buffer, PRINCIPAL, (Py_ssize_t)sizeof(PRINCIPAL) - 1);
+        PUT(&buffer, ",\"principal\":");
         put_figure(&buffer, principal);
-        put(&buffer, INTEREST, (Py_ssize_t)sizeof(INTEREST) - 1);
+        PUT(&buffer, ",\"interest\":");
         put_figure(&buffer, interest);
-        put(&buffer, BALANCE_AFTER, (Py_ssize_t)sizeof(BALANCE_AFTER) - 1);
+        PUT(&buffer, ",\"balance_after\":");
         put_figure(&buffer, balance);
         put(&buffer, suffix, suffix_length);
         count++;
     }
-    PyObject *text = PyUnicode_New(buffer.length, 127);
+    PyObject *text = text_of(&buffer);
     if (text == NULL) {
-        goto fail;
+        return NULL;
     }
-    if (buffer.length) {
-        memcpy(PyUnicode_1BYTE_DATA(text), buffer.data, (size_t)buffer.length);
-    }
-    PyMem_Free(buffer.data);
     return Py_BuildValue("(Nn)", text, count);
 fail:
     PyMem_Free(buffer.data);
+    return NULL;
+}
+
+/* A whole number from a Python int, refused (OverflowError) below 0 or beyond the accelerated range. */
+static int item_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
+    return int64_argument(PyTuple_GET_ITEM(tuple, index), out, "a payment's figure");
+}
+
+/* A date as YYYY-MM-DD, as date.isoformat() writes it. Room is reserved by the caller (10 bytes). */
+static void put_date(Buffer *buffer, PyObject *date) {
+    char text[10];
+    int year = PyDateTime_GET_YEAR(date), month = PyDateTime_GET_MONTH(date), day = PyDateTime_GET_DAY(date);
+    memcpy(text, PAIRS + 2 * (year / 100), 2);
+    memcpy(text + 2, PAIRS + 2 * (year % 100), 2);
+    text[4] = '-';
+    memcpy(text + 5, PAIRS + 2 * month, 2);
+    text[7] = '-';
+    memcpy(text + 8, PAIRS + 2 * day, 2);
+    put(buffer, text, 10);
+}
+
+/* paid(paid, due_dates, on_time, late) -> (installments, payments): app/servicing/rows.py's
+ * `python_paid`. `paid` is a list of (PaymentRecord, balance after in cents); a PaymentRecord is the tuple
+ * (payment_id, installment_number, paid_on, amount_cents, interest_cents, principal_cents, on_time). */
+static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "paid() takes 4 arguments");
+        return NULL;
+    }
+    PyObject *pairs = args[0], *due_dates = args[1];
+    if (!PyList_Check(pairs) || !PyTuple_Check(due_dates)) {
+        PyErr_SetString(PyExc_TypeError, "paid() takes a list and a tuple");
+        return NULL;
+    }
+    Py_ssize_t on_time_length, late_length;
+    const char *on_time = ascii(args[2], &on_time_length, "on_time");
+    const char *late = on_time ? ascii(args[3], &late_length, "late") : NULL;
+    if (late == NULL) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(pairs);
+    Buffer installments = {NULL, 0, 0}, payments = {NULL, 0, 0};
+    if (count && (reserve(&installments, count * 220) < 0 || reserve(&payments, count * 200) < 0)) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(pair, 0))
+            || PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != 7) {
+            PyErr_SetString(PyExc_TypeError, "paid() takes (PaymentRecord, balance after) pairs");
+            goto fail;
+        }
+        PyObject *record = PyTuple_GET_ITEM(pair, 0);
+        PyObject *date = PyTuple_GET_ITEM(record, 2), *flag = PyTuple_GET_ITEM(record, 6);
+        int64_t payment_id, number, amount, interest, principal, after;
+        if (item_int64(record, 0, &payment_id) || item_int64(record, 1, &number) || item_int64(record, 3, &amount)
+            || item_int64(record, 4, &interest) || item_int64(record, 5, &principal)
+            || item_int64(pair, 1, &after)) {
+            goto fail;
+        }
+        if (!PyDate_Check(date) || !PyBool_Check(flag)) {
+            PyErr_SetString(PyExc_TypeError, "paid_on must be a date and on_time a bool");
+            goto fail;
+        }
+        if (number < 1 || number > PyTuple_GET_SIZE(due_dates)) {
+            PyErr_SetString(PyExc_IndexError, "no due date for this installment");
+            goto fail;
+        }
+        Py_ssize_t due_length;
+        const char *due = ascii(PyTuple_GET_ITEM(due_dates, number - 1), &due_length, "a due date");
+        if (due == NULL) {
+            goto fail;
+        }
+        int was_on_time = flag == Py_True;
+        /* every constant part is shorter than 24 bytes, every figure and date too */
+        if (reserve(&installments, 1 + due_length + 20 * 24 + on_time_length + late_length) < 0
+            || reserve(&payments, 1 + 20 * 24) < 0) {
+            goto fail;
+        }
+        if (i) {
+            PUT(&installments, ",");
+            PUT(&payments, ",");
+        }
+        PUT(&installments, "{\"number\":");
+        put_number(&installments, number);
+        PUT(&installments, ",\"due_date\":\"");
+        put(&installments, due, due_length);
+        PUT(&installments, "\",\"amount\":");
+        put_figure(&installments, amount);
+        PUT(&installments, ",\"principal\":");
+        put_figure(&installments, principal);
+        PUT(&installments, ",\"interest\":");
+        put_figure(&installments, interest);
+        PUT(&installments, ",\"balance_after\":");
+        put_figure(&installments, after);
+        PUT(&installments, ",\"status\":\"");
+        if (was_on_time) {
+            put(&installments, on_time, on_time_length);
+        } else {
+            put(&installments, late, late_length);
+        }
+        PUT(&installments, "\",\"paid_on\":\"");
+        put_date(&installments, date);
+        PUT(&installments, "\"}");
+
+        PUT(&payments, "{\"payment_id\":");
+        put_number(&payments, payment_id);
+        PUT(&payments, ",\"paid_on\":\"");
+        put_date(&payments, date);
+        PUT(&payments, "\",\"amount\":");
+        put_figure(&payments, amount);
+        PUT(&payments, ",\"interest\":");
+        put_figure(&payments, interest);
+        PUT(&payments, ",\"principal\":");
+        put_figure(&payments, principal);
+        PUT(&payments, ",\"installment_number\":");
+        put_number(&payments, number);
+        if (was_on_time) {
+            PUT(&payments, ",\"on_time\":true}");
+        } else {
+            PUT(&payments, ",\"on_time\":false}");
+        }
+    }
+    PyObject *first = text_of(&installments);
+    PyObject *second = first ? text_of(&payments) : NULL;
+    if (second == NULL) {
+        Py_XDECREF(first);
+        PyMem_Free(payments.data);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", first, second);
+fail:
+    PyMem_Free(installments.data);
+    PyMem_Free(payments.data);
     return NULL;
 }
 
@@ -218,6 +360,9 @@ static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after)"
      " -> (text, count): a statement's installment rows (app/servicing/rows.py)."},
+    {"paid", (PyCFunction)(void (*)(void))paid, METH_FASTCALL,
+     "paid(paid, due_dates, on_time, late) -> (installments, payments): a statement's paid rows"
+     " (app/servicing/rows.py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -228,4 +373,10 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__rows(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__rows(void) {
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

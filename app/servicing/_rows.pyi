@@ -1,4 +1,6 @@
 # The C extension app/servicing/_rows.c (built where a C compiler is present): app/servicing/rows.py.
+from app.credit.statement import PaymentRecord
+
 def rows(
     balance: int,
     numerator: int,
@@ -13,3 +15,10 @@ def rows(
     after: str,
     /,
 ) -> tuple[str, int]: ...
+def paid(
+    paid: list[tuple[PaymentRecord, int]],
+    due_dates: tuple[str, ...],
+    on_time: str,
+    late: str,
+    /,
+) -> tuple[str, str]: ...

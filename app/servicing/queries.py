@@ -105,18 +105,20 @@ async def record_payment(
 # at 13 payments decoding them again cost more than the rest of the payments' handling. Not arrays: asyncpg
 # introspects their types on every new connection, three more round trips.)
 _NO_LOAN = ", ".join(["NULL"] * len(_SERVICING_COLUMNS.split(",")))
-# Where a payment row's columns are: app.credit.statement.PaymentRecord's fields, in its order.
+# Where a payment row's columns are: app.credit.statement.PaymentRecord's fields, in its order (figures
+# in cents: the columns are numeric(14, 2), so x 100 is a whole number, exactly).
 PAYMENT_COLUMNS = slice(len(_SERVICING_COLUMNS.split(",")), None)
 _STATEMENT = Statement.compile(
     text(f"""
 SELECT {_SERVICING_COLUMNS},
-       NULL AS payment_id, NULL AS installment_number, NULL AS paid_on, NULL AS amount, NULL AS interest,
-       NULL AS principal, NULL AS on_time
+       NULL AS payment_id, NULL AS installment_number, NULL AS paid_on, NULL AS amount_cents,
+       NULL AS interest_cents, NULL AS principal_cents, NULL AS on_time
 FROM loans l
 WHERE l.loan_id = :loan_id AND l.customer_id = :customer_id
 UNION ALL
 SELECT {_NO_LOAN},
-       p.payment_id, p.installment_number, p.paid_on, p.amount, p.interest, p.principal, p.on_time
+       p.payment_id, p.installment_number, p.paid_on, CAST(p.amount * 100 AS bigint),
+       CAST(p.interest * 100 AS bigint), CAST(p.principal * 100 AS bigint), p.on_time
 FROM loans l
 JOIN payments p ON p.loan_id = l.loan_id
 WHERE l.loan_id = :loan_id AND l.customer_id = :customer_id

@@ -1,11 +1,12 @@
-"""A statement's installment rows as JSON text: stepped with app.credit.schedule's arithmetic and written
-in one pass.
+"""A statement's installment rows as JSON text: the unpaid ones stepped with app.credit.schedule's
+arithmetic and written in one pass, the paid ones written from their payments.
 
-Two implementations of one function. `python_rows` is the reference: `steps`, then an f-string per row.
-The C one (app/servicing/_rows.c, built by `pip install` where a C compiler is present) does the same in
-a few microseconds where Python takes ~330 µs of a 360-installment statement's CPU; tests/servicing/
-test_rows.py holds the two to the same text. Where the extension was not built, or a figure is beyond its
-64-bit range (it raises OverflowError), the Python one answers: same document, more CPU.
+Two implementations of each function. `python_rows` and `python_paid` are the reference: `steps`, then an
+f-string per row. The C ones (app/servicing/_rows.c, built by `pip install` where a C compiler is present)
+write the same text in a few microseconds where Python took ~330 µs of a 360-installment statement's CPU,
+and ~1 µs more per paid installment; tests/servicing/test_rows.py holds each pair to the same text. Where
+the extension was not built, or a figure is beyond its 64-bit range (it raises OverflowError), Python
+answers: the same document, more CPU.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from app.credit.schedule import steps
+from app.credit.statement import PaymentRecord
 
 RowsFunction = Callable[[int, int, int, int, int, int, int, tuple[str, ...], int, str, str], tuple[str, int]]
+PaidFunction = Callable[[list[tuple[PaymentRecord, int]], tuple[str, ...], str, str], tuple[str, str]]
 
 # The two digits after the point of a figure in cents: a lookup, not a format, per figure.
 _CENTS = tuple(f"{c:02d}" for c in range(100))
@@ -51,12 +54,44 @@ def python_rows(
     return text, len(run)
 
 
-def _compiled() -> RowsFunction | None:
+def _figure(cents: int) -> str:
+    """A whole number of cents, never negative, as a JSON number with two decimals."""
+    return f"{cents // 100}.{_CENTS[cents % 100]}"
+
+
+def python_paid(
+    paid: list[tuple[PaymentRecord, int]], due_dates: Sequence[str], on_time: str, late: str
+) -> tuple[str, str]:
+    """The paid installments' rows (status `on_time` or `late`) and the payments' entries, from each
+    payment and the balance after it (cents); each list's items joined by commas."""
+    installments, payments = [], []
+    for payment, after in paid:
+        number, paid_on = payment.installment_number, payment.paid_on.isoformat()
+        amount, interest, principal = (
+            _figure(payment.amount_cents),
+            _figure(payment.interest_cents),
+            _figure(payment.principal_cents),
+        )
+        installments.append(
+            f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{amount},'
+            f'"principal":{principal},"interest":{interest},"balance_after":{_figure(after)},'
+            f'"status":"{on_time if payment.on_time else late}","paid_on":"{paid_on}"}}'
+        )
+        payments.append(
+            f'{{"payment_id":{payment.payment_id},"paid_on":"{paid_on}","amount":{amount},'
+            f'"interest":{interest},"principal":{principal},"installment_number":{number},'
+            f'"on_time":{"true" if payment.on_time else "false"}}}'
+        )
+    return ",".join(installments), ",".join(payments)
+
+
+def _compiled() -> tuple[RowsFunction, PaidFunction] | None:
     try:
-        from app.servicing._rows import rows as compiled
+        from app.servicing._rows import paid as compiled_paid
+        from app.servicing._rows import rows as compiled_rows
     except ImportError:  # not built: no C compiler where the package was installed
         return None
-    return compiled
+    return compiled_rows, compiled_paid
 
 
 _COMPILED = _compiled()
@@ -79,7 +114,7 @@ def rows(
     """`python_rows`, in C where it was built and the figures fit it."""
     if _COMPILED is not None:
         try:
-            return _COMPILED(
+            return _COMPILED[0](
                 balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after
             )
         except OverflowError:
@@ -87,3 +122,15 @@ def rows(
     return python_rows(
         balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after
     )
+
+
+def paid(
+    paid: list[tuple[PaymentRecord, int]], due_dates: tuple[str, ...], on_time: str, late: str
+) -> tuple[str, str]:
+    """`python_paid`, in C where it was built and the figures fit it."""
+    if _COMPILED is not None:
+        try:
+            return _COMPILED[1](paid, due_dates, on_time, late)
+        except OverflowError:
+            pass
+    return python_paid(paid, due_dates, on_time, late)

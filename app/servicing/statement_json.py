@@ -1,19 +1,16 @@
 """view-statement's JSON, written directly.
 
 A 360-installment statement through pydantic models cost 5 ms of CPU (360 models built, validated and
-serialised). Here the installments of each run are stepped and written in one pass by app.servicing.rows
-(in C where it was built), and the few paid rows and payments are f-strings. The document is exactly what
-StatementOut describes (its head still goes through the model); tests/servicing check every statement
-against it. Figures are JSON numbers with two decimals (10200.66, 300.00).
+serialised). Here app.servicing.rows writes the installments (in C where it was built): each run of
+unpaid ones stepped and written in one pass, the paid ones and the payments from the payments. The
+document is exactly what StatementOut describes (its head still goes through the model); tests/servicing
+check every statement against it. Figures are JSON numbers with two decimals (10200.66, 300.00).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import Decimal
-
-from app.credit.statement import InstallmentStatus, PaymentRecord, Run, Statement
-from app.servicing.rows import rows
+from app.credit.statement import InstallmentStatus, Run, Statement
+from app.servicing.rows import paid, rows
 from app.servicing.schemas import StatementHead
 
 # What ends an unpaid installment's row, by its status.
@@ -39,44 +36,17 @@ def _run(result: Statement, run: Run, split: int, before: InstallmentStatus, aft
     return text
 
 
-def _paid(paid: list[tuple[PaymentRecord, Decimal]], due_dates: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Each API payment's installment row and its entry in `payments`: the same figures, formatted once."""
-    installments, payments = [], []
-    for payment, after in paid:
-        number, paid_on = payment.installment_number, payment.paid_on.isoformat()
-        amount, interest, principal = (
-            _money(payment.amount),
-            _money(payment.interest),
-            _money(payment.principal),
-        )
-        installments.append(
-            f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{amount},'
-            f'"principal":{principal},"interest":{interest},"balance_after":{_money(after)},'
-            f'"status":"{_PAID_ON_TIME if payment.on_time else _PAID_LATE}","paid_on":"{paid_on}"}}'
-        )
-        payments.append(
-            f'{{"payment_id":{payment.payment_id},"paid_on":"{paid_on}","amount":{amount},'
-            f'"interest":{interest},"principal":{principal},"installment_number":{number},'
-            f'"on_time":{"true" if payment.on_time else "false"}}}'
-        )
-    return installments, payments
-
-
-def _money(amount: Decimal) -> str:
-    return f"{amount:.2f}"  # Decimal's own formatting: exact (amounts are whole cents)
-
-
 def statement_json(head: StatementHead, result: Statement) -> bytes:
     on_time, overdue, upcoming = (
         InstallmentStatus.PAID_ON_TIME,
         InstallmentStatus.OVERDUE,
         InstallmentStatus.UPCOMING,
     )
-    paid_rows, payments = _paid(result.paid, result.due_dates)
+    paid_rows, payments = paid(result.paid, result.due_dates, _PAID_ON_TIME, _PAID_LATE)
     installments = []
     if result.settled is not None:
         installments.append(_run(result, result.settled, 0, on_time, on_time))
-    installments += paid_rows
+    installments.append(paid_rows)
     installments.append(_run(result, result.projected, result.overdue_before, overdue, upcoming))
     document = head.model_dump_json()
     return "".join(
@@ -85,7 +55,7 @@ def statement_json(head: StatementHead, result: Statement) -> bytes:
             ',"installments":[',
             ",".join([part for part in installments if part]),
             '],"payments":[',
-            ",".join(payments),
+            payments,
             "]}",
         )
     ).encode()

@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.credit.schedule import all_due_date_texts, rate_ratio
+from app.credit.statement import PaymentRecord
 from app.servicing import rows as rows_module
-from app.servicing.rows import ACCELERATED, python_rows, rows
+from app.servicing.rows import ACCELERATED, paid, python_paid, python_rows, rows
 
 OVERDUE = ',"status":"overdue","paid_on":null}'
 UPCOMING = ',"status":"upcoming","paid_on":null}'
@@ -73,8 +74,8 @@ def test_figures_beyond_64_bits_fall_back_to_python() -> None:
 
 @needs_extension
 def test_the_extension_refuses_what_it_cannot_write_instead_of_reading_past_the_end() -> None:
-    compiled = rows_module._COMPILED
-    assert compiled is not None
+    assert rows_module._COMPILED is not None
+    compiled = rows_module._COMPILED[0]
     short = all_due_date_texts(dt.date(2026, 1, 31), 3)
     with pytest.raises(IndexError):
         compiled(1_000_00, 0, 1200, 10_00, 1, 12, 12, short, 0, OVERDUE, UPCOMING)
@@ -84,3 +85,53 @@ def test_the_extension_refuses_what_it_cannot_write_instead_of_reading_past_the_
         compiled(-1, 0, 1200, 10_00, 1, 1, 12, short, 0, OVERDUE, UPCOMING)
     with pytest.raises(ZeroDivisionError):
         compiled(1_000_00, 0, 0, 10_00, 1, 1, 12, short, 0, OVERDUE, UPCOMING)
+
+
+payments = st.builds(
+    PaymentRecord,
+    payment_id=st.integers(min_value=1, max_value=2**62),
+    installment_number=st.integers(min_value=1, max_value=600),
+    paid_on=st.dates(min_value=dt.date(1, 1, 1)),
+    amount_cents=st.integers(min_value=0, max_value=10**15),
+    interest_cents=st.integers(min_value=0, max_value=10**15),
+    principal_cents=st.integers(min_value=0, max_value=10**15),
+    on_time=st.booleans(),
+)
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(payments, st.integers(min_value=0, max_value=10**15)), max_size=30))
+def test_c_and_python_write_the_same_paid_rows(pairs: list[tuple[PaymentRecord, int]]) -> None:
+    due_dates = all_due_date_texts(dt.date(2026, 1, 31), 600)
+    assert paid(pairs, due_dates, "paid_on_time", "paid_late") == python_paid(
+        pairs, due_dates, "paid_on_time", "paid_late"
+    )
+
+
+def test_paid_figures_beyond_64_bits_fall_back_to_python() -> None:
+    due_dates = all_due_date_texts(dt.date(2026, 1, 31), 12)
+    record = PaymentRecord(7, 1, dt.date(2026, 2, 27), 10**25, 10**24, 9 * 10**24, True)
+    written = paid([(record, 0)], due_dates, "paid_on_time", "paid_late")
+    assert written == python_paid([(record, 0)], due_dates, "paid_on_time", "paid_late")
+    assert written[1] == (
+        f'{{"payment_id":7,"paid_on":"2026-02-27","amount":{10**23}.00,"interest":{10**22}.00,'
+        f'"principal":{9 * 10**22}.00,"installment_number":1,"on_time":true}}'
+    )
+
+
+@needs_extension
+def test_the_paid_rows_refuse_what_they_cannot_write() -> None:
+    assert rows_module._COMPILED is not None
+    compiled = rows_module._COMPILED[1]
+    due_dates = all_due_date_texts(dt.date(2026, 1, 31), 3)
+    good = PaymentRecord(1, 1, dt.date(2026, 2, 27), 100, 10, 90, True)
+    assert compiled([(good, 0)], due_dates, "a", "b")[0].endswith('"status":"a","paid_on":"2026-02-27"}')
+    with pytest.raises(IndexError):
+        compiled([(good._replace(installment_number=4), 0)], due_dates, "a", "b")
+    with pytest.raises(TypeError):
+        compiled([(good._replace(paid_on="2026-02-27"), 0)], due_dates, "a", "b")
+    with pytest.raises(TypeError):
+        compiled([good], due_dates, "a", "b")
+    with pytest.raises(OverflowError):
+        compiled([(good, -1)], due_dates, "a", "b")

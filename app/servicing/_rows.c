@@ -279,7 +279,7 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             || item_int64(pair, 1, &after)) {
             goto fail;
         }
-        if (!PyDate_Check(date) || !PyBool_Check(flag)) {
+        if (!PyDate_CheckExact(date) || !PyBool_Check(flag)) { /* a datetime would print differently */
             PyErr_SetString(PyExc_TypeError, "paid_on must be a date and on_time a bool");
             goto fail;
         }

@@ -131,6 +131,8 @@ def test_the_paid_rows_refuse_what_they_cannot_write() -> None:
         compiled([(good._replace(installment_number=4), 0)], due_dates, "a", "b")
     with pytest.raises(TypeError):
         compiled([(good._replace(paid_on="2026-02-27"), 0)], due_dates, "a", "b")
+    with pytest.raises(TypeError):  # Python would write its time too
+        compiled([(good._replace(paid_on=dt.datetime(2026, 2, 27, 12)), 0)], due_dates, "a", "b")
     with pytest.raises(TypeError):
         compiled([good], due_dates, "a", "b")
     with pytest.raises(OverflowError):

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from app.credit.dates import add_months
 from app.credit.policy import installment
-from app.credit.schedule import LoanState, all_due_date_texts, cents, rate_ratio, steps
+from app.credit.schedule import LoanState, all_due_date_texts, cents, money, rate_ratio, steps
 
 
 class LoanStatus(StrEnum):
@@ -66,9 +66,13 @@ def days_past_due(start_date: dt.date, installments_paid: int, paid_off: bool, t
 
 
 def loan_status(start_date: dt.date, installments_paid: int, paid_off: bool, today: dt.date) -> LoanStatus:
+    return status_of(paid_off, days_past_due(start_date, installments_paid, paid_off, today))
+
+
+def status_of(paid_off: bool, days_past_due: int) -> LoanStatus:
     if paid_off:
         return LoanStatus.PAID_OFF
-    if days_past_due(start_date, installments_paid, paid_off, today) > 0:
+    if days_past_due > 0:
         return LoanStatus.OVERDUE
     return LoanStatus.ACTIVE
 
@@ -140,10 +144,11 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
         balance=cents(state.outstanding), emi=cents(state.monthly_installment), first=first, last=tenure
     )
     following = steps(projected.balance, rate, projected.emi, first=first, tenure=tenure, last=first)
-    next_installment = None
-    if following:
+    next_installment, payoff_amount = None, state.payoff
+    if following:  # its interest is the one the payoff adds (the same rounding, in cents)
         _, interest, principal, _ = following[0]
         next_installment = due_dates[first - 1], interest + principal
+        payoff_amount = money(projected.balance + interest)
     # Unpaid installments falling due before today are overdue; due dates only grow down the schedule.
     overdue_before = bisect_left(due_dates, today.isoformat(), state.installments_paid, tenure) + 1
     dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)
@@ -158,6 +163,6 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
         next_installment=next_installment,
         days_past_due=dpd,
         delinquency_class=delinquency_class(dpd),
-        loan_status=loan_status(state.start_date, state.installments_paid, state.paid_off, today),
-        payoff_amount=state.payoff,
+        loan_status=status_of(state.paid_off, dpd),
+        payoff_amount=payoff_amount,
     )

@@ -12,12 +12,15 @@ answers: the same document, more CPU.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
 
 from app.credit.schedule import steps
 from app.credit.statement import PaymentRecord
 
 RowsFunction = Callable[[int, int, int, int, int, int, int, tuple[str, ...], int, str, str], tuple[str, int]]
 PaidFunction = Callable[[list[tuple[PaymentRecord, int]], tuple[str, ...], str, str], tuple[str, str]]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # The two digits after the point of a figure in cents: a lookup, not a format, per figure.
 _CENTS = tuple(f"{c:02d}" for c in range(100))
@@ -94,43 +97,21 @@ def _compiled() -> tuple[RowsFunction, PaidFunction] | None:
     return compiled_rows, compiled_paid
 
 
+def _in_c_or_python(compiled: Callable[P, R] | None, reference: Callable[P, R]) -> Callable[P, R]:
+    """`compiled` where it was built, and `reference` for the figures it cannot hold."""
+    if compiled is None:
+        return reference
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return compiled(*args, **kwargs)
+        except OverflowError:  # beyond 64-bit cents: Python's integers have no bound
+            return reference(*args, **kwargs)
+
+    return call
+
+
 _COMPILED = _compiled()
 ACCELERATED = _COMPILED is not None  # the bench reports which one ran
-
-
-def rows(
-    balance: int,
-    numerator: int,
-    denominator: int,
-    emi: int,
-    first: int,
-    last: int,
-    tenure: int,
-    due_dates: tuple[str, ...],
-    split: int,
-    before: str,
-    after: str,
-) -> tuple[str, int]:
-    """`python_rows`, in C where it was built and the figures fit it."""
-    if _COMPILED is not None:
-        try:
-            return _COMPILED[0](
-                balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after
-            )
-        except OverflowError:
-            pass  # beyond 64-bit cents: Python's integers have no bound
-    return python_rows(
-        balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after
-    )
-
-
-def paid(
-    paid: list[tuple[PaymentRecord, int]], due_dates: tuple[str, ...], on_time: str, late: str
-) -> tuple[str, str]:
-    """`python_paid`, in C where it was built and the figures fit it."""
-    if _COMPILED is not None:
-        try:
-            return _COMPILED[1](paid, due_dates, on_time, late)
-        except OverflowError:
-            pass
-    return python_paid(paid, due_dates, on_time, late)
+rows: RowsFunction = _in_c_or_python(_COMPILED[0] if _COMPILED else None, python_rows)
+paid: PaidFunction = _in_c_or_python(_COMPILED[1] if _COMPILED else None, python_paid)

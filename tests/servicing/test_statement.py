@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.credit.dates import add_months
 from app.credit.policy import installment
 from app.credit.schedule import LoanState, imported_state, schedule
+from app.servicing.rows import python_paid, python_rows
 from app.servicing.schemas import StatementOut
 from tests.conftest import FIXED_NOW
 from tests.factories import add_customer, add_loan
@@ -122,7 +123,8 @@ async def test_the_statement_is_the_same_document_without_the_c_extension(
     clock.set(dt.date(2026, 9, 15))
     url = f"/api/view-statement/{loan['customer_id']}/{loan['loan_id']}"
     written = (await client.get(url)).content
-    monkeypatch.setattr("app.servicing.rows._COMPILED", None)
+    monkeypatch.setattr("app.servicing.statement_json.rows", python_rows)
+    monkeypatch.setattr("app.servicing.statement_json.paid", python_paid)
     assert (await client.get(url)).content == written
     document = StatementOut.model_validate_json(written)
     statuses = [row.status for row in document.installments[:8]]

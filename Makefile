@@ -52,4 +52,4 @@ bench: install
 	$(BIN)/python -m app.devstack bench -- $(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .mypy_cache build app/servicing/_rows.*.so

@@ -133,16 +133,15 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
     if settled_before:
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
         settled = Run(balance=cents(state.loan_amount), emi=formula_emi, first=1, last=settled_before)
+    outstanding = cents(state.outstanding)
     # Each payment's balance after: what is owed now plus the principal of the payments after it.
-    balance = cents(state.outstanding) + sum([p.principal_cents for p in payments])
+    balance = outstanding + sum([p.principal_cents for p in payments])
     paid: list[tuple[PaymentRecord, int]] = []
     for p in payments:
         balance -= p.principal_cents
         paid.append((p, balance))
     first = state.installments_paid + 1
-    projected = Run(
-        balance=cents(state.outstanding), emi=cents(state.monthly_installment), first=first, last=tenure
-    )
+    projected = Run(balance=outstanding, emi=cents(state.monthly_installment), first=first, last=tenure)
     following = steps(projected.balance, rate, projected.emi, first=first, tenure=tenure, last=first)
     next_installment, payoff_amount = None, state.payoff
     if following:  # its interest is the one the payoff adds (the same rounding, in cents)

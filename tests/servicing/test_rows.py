@@ -63,6 +63,20 @@ def test_a_30_year_schedule_is_the_same_text_and_ends_at_zero() -> None:
     assert text.count('"status":"overdue"') == 14  # installments 6..19
 
 
+@needs_extension
+@pytest.mark.parametrize("numerator", [2, 12, 9999, 2**31 - 1])
+def test_rows_either_side_of_the_64_bit_product_are_the_same_text(numerator: int) -> None:
+    # C steps with 64-bit arithmetic while 2 x balance x numerator + denominator fits, 128-bit beyond.
+    denominator = 1200
+    limit = (2**63 - 1 - denominator) // 2 // numerator
+    due_dates = all_due_date_texts(dt.date(2026, 1, 31), 12)
+    for balance in (limit - 1, limit, limit + 1):
+        if balance > (2**63 - 1) // 4:
+            continue  # beyond the accelerated range: OverflowError, covered below
+        arguments = (balance, numerator, denominator, balance // 13, 1, 12, 12, due_dates, 3)
+        assert rows(*arguments, OVERDUE, UPCOMING) == python_rows(*arguments, OVERDUE, UPCOMING)
+
+
 def test_figures_beyond_64_bits_fall_back_to_python() -> None:
     due_dates = all_due_date_texts(dt.date(2026, 1, 31), 12)
     huge = 10**25  # cents: no 64-bit integer holds it

@@ -143,11 +143,12 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
     first = state.installments_paid + 1
     projected = Run(balance=outstanding, emi=cents(state.monthly_installment), first=first, last=tenure)
     following = steps(projected.balance, rate, projected.emi, first=first, tenure=tenure, last=first)
-    next_installment, payoff_amount = None, state.payoff
     if following:  # its interest is the one the payoff adds (the same rounding, in cents)
         _, interest, principal, _ = following[0]
-        next_installment = due_dates[first - 1], interest + principal
+        next_installment: tuple[str, int] | None = due_dates[first - 1], interest + principal
         payoff_amount = money(projected.balance + interest)
+    else:  # paid off
+        next_installment, payoff_amount = None, state.payoff
     # Unpaid installments falling due before today are overdue; due dates only grow down the schedule.
     overdue_before = bisect_left(due_dates, today.isoformat(), state.installments_paid, tenure) + 1
     dpd = days_past_due(state.start_date, state.installments_paid, state.paid_off, today)

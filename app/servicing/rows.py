@@ -57,7 +57,7 @@ def python_rows(
     return text, len(run)
 
 
-def _figure(cents: int) -> str:
+def figure(cents: int) -> str:
     """A whole number of cents, never negative, as a JSON number with two decimals."""
     return f"{cents // 100}.{_CENTS[cents % 100]}"
 
@@ -71,13 +71,13 @@ def python_paid(
     for payment, after in paid:
         number, paid_on = payment.installment_number, payment.paid_on.isoformat()
         amount, interest, principal = (
-            _figure(payment.amount_cents),
-            _figure(payment.interest_cents),
-            _figure(payment.principal_cents),
+            figure(payment.amount_cents),
+            figure(payment.interest_cents),
+            figure(payment.principal_cents),
         )
         installments.append(
             f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{amount},'
-            f'"principal":{principal},"interest":{interest},"balance_after":{_figure(after)},'
+            f'"principal":{principal},"interest":{interest},"balance_after":{figure(after)},'
             f'"status":"{on_time if payment.on_time else late}","paid_on":"{paid_on}"}}'
         )
         payments.append(

@@ -11,12 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.credit import schedule
-from app.credit.schedule import LoanState, PaymentRefused, Refusal, money
+from app.credit.schedule import LoanState, PaymentRefused, Refusal
 from app.credit.statement import PaymentRecord, loan_status, statement
 from app.db import Reader
 from app.errors import ImportInProgress, InvalidRequest, LoanPaidOff, NotFound, PaymentNotAccepted
 from app.servicing import queries
-from app.servicing.schemas import NextInstallmentOut, PaymentIn, PaymentOut, StatementHead
+from app.servicing.schemas import PaymentIn, PaymentOut
 from app.servicing.statement_json import statement_json
 
 
@@ -128,32 +128,10 @@ async def make_payment(
 async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> bytes:
     """The statement as JSON (see app.servicing.statement_json): the document StatementOut describes."""
     rows = await queries.loan_statement(db, customer_id, loan_id)
-    if not rows:
+    if not rows or rows[0]["loan_amount"] is None:  # no loan row: not this customer's (see the query)
         raise _loan_not_found(customer_id, loan_id)
     row = rows[0]
     state = _state(row)
     payments = [PaymentRecord._make(payment[queries.PAYMENT_COLUMNS]) for payment in rows[1:]]
     result = statement(state, payments, today)
-    following = result.next_installment
-    next_installment = (
-        NextInstallmentOut(due_date=dt.date.fromisoformat(following[0]), amount=money(following[1]))
-        if following
-        else None
-    )
-    head = StatementHead(
-        customer_id=customer_id,
-        loan_id=loan_id,
-        principal=state.loan_amount,
-        interest_rate=state.annual_rate,
-        amount_paid=row["amount_paid"],
-        monthly_installment=state.monthly_installment,
-        repayments_left=row["repayments_left"],
-        outstanding_principal=state.outstanding,
-        loan_status=result.loan_status,
-        days_past_due=result.days_past_due,
-        delinquency_class=result.delinquency_class,
-        next_due_date=next_installment.due_date if next_installment else None,
-        next_installment=next_installment,
-        payoff_amount=result.payoff_amount,
-    )
-    return statement_json(head, result)
+    return statement_json(customer_id, loan_id, state, row["amount_paid"], row["repayments_left"], result)

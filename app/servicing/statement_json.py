@@ -3,15 +3,18 @@
 A 360-installment statement through pydantic models cost 5 ms of CPU (360 models built, validated and
 serialised). Here app.servicing.rows writes the installments (in C where it was built): each run of
 unpaid ones stepped and written in one pass, the paid ones and the payments from the payments. The
-document is exactly what StatementOut describes (its head still goes through the model); tests/servicing
-check every statement against it. Figures are JSON numbers with two decimals (10200.66, 300.00).
+document is exactly what StatementOut describes; tests/servicing check every statement against it. Its
+head is written here too: through StatementHead (built, validated, dumped) it cost 9 µs of the 30 the
+Python around the rows took. Figures are JSON numbers with two decimals (10200.66, 300.00).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from app.credit.schedule import LoanState
 from app.credit.statement import InstallmentStatus, Run, Statement
-from app.servicing.rows import paid, rows
-from app.servicing.schemas import StatementHead
+from app.servicing.rows import figure, paid, rows
 
 # What ends an unpaid installment's row, by its status.
 _END = {status: f',"status":"{status.value}","paid_on":null}}' for status in InstallmentStatus}
@@ -36,7 +39,48 @@ def _run(result: Statement, run: Run, split: int, before: InstallmentStatus, aft
     return text
 
 
-def statement_json(head: StatementHead, result: Statement) -> bytes:
+def _money(value: Decimal) -> str:
+    """A stored figure (2 decimal places) as a JSON number with two decimals."""
+    return f"{value:.2f}"
+
+
+def _head(
+    customer_id: int,
+    loan_id: int,
+    loan: LoanState,
+    amount_paid: Decimal,
+    repayments_left: int,
+    result: Statement,
+) -> str:
+    """StatementHead's fields, in its order, as an unclosed JSON object."""
+    following = result.next_installment
+    if following is None:
+        next_installment = '"next_due_date":null,"next_installment":null'
+    else:
+        due, amount = following
+        next_installment = (
+            f'"next_due_date":"{due}","next_installment":{{"due_date":"{due}","amount":{figure(amount)}}}'
+        )
+    return (
+        f'{{"customer_id":{customer_id},"loan_id":{loan_id},"principal":{_money(loan.loan_amount)},'
+        f'"interest_rate":{_money(loan.annual_rate)},"amount_paid":{_money(amount_paid)},'
+        f'"monthly_installment":{_money(loan.monthly_installment)},"repayments_left":{repayments_left},'
+        f'"outstanding_principal":{_money(loan.outstanding)},"loan_status":"{result.loan_status.value}",'
+        f'"days_past_due":{result.days_past_due},"delinquency_class":"{result.delinquency_class.value}",'
+        f'{next_installment},"payoff_amount":{_money(result.payoff_amount)}'
+    )
+
+
+def statement_json(
+    customer_id: int,
+    loan_id: int,
+    loan: LoanState,
+    amount_paid: Decimal,
+    repayments_left: int,
+    result: Statement,
+) -> bytes:
+    """The statement of `loan` (as stored, with its amount paid and repayments left) worked out as
+    `result`, as the JSON document StatementOut describes."""
     on_time, overdue, upcoming = (
         InstallmentStatus.PAID_ON_TIME,
         InstallmentStatus.OVERDUE,
@@ -48,10 +92,9 @@ def statement_json(head: StatementHead, result: Statement) -> bytes:
         installments.append(_run(result, result.settled, 0, on_time, on_time))
     installments.append(paid_rows)
     installments.append(_run(result, result.projected, result.overdue_before, overdue, upcoming))
-    document = head.model_dump_json()
     return "".join(
         (
-            document[:-1],  # the head's closing brace: the two lists follow
+            _head(customer_id, loan_id, loan, amount_paid, repayments_left, result),
             ',"installments":[',
             ",".join([part for part in installments if part]),
             '],"payments":[',

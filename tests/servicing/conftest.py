@@ -11,6 +11,8 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 
+from app.servicing.schemas import NextInstallmentOut, StatementOut
+
 
 @dataclass
 class Clock:
@@ -69,6 +71,13 @@ async def pay(
 
 
 async def statement(client: AsyncClient, loan: dict[str, Any]) -> dict[str, Any]:
+    """The loan's statement, checked against StatementOut: every field it names and no other, in its order
+    (the document is written by hand, app/servicing/statement_json.py)."""
     response = await client.get(f"/api/view-statement/{loan['customer_id']}/{loan['loan_id']}")
     assert response.status_code == 200, response.text
-    return dict(response.json())
+    document = dict(response.json())
+    assert list(document) == list(StatementOut.model_fields)
+    StatementOut.model_validate(document)
+    following = document["next_installment"]
+    assert following is None or list(following) == list(NextInstallmentOut.model_fields)
+    return document

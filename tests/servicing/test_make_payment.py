@@ -151,8 +151,11 @@ async def test_an_unknown_loan_or_another_customers_loan_is_not_found(
     )
     for response in (unknown, crossed):
         assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    # Also once the loan has payments (the statement's query checks the customer on the loan's row only).
+    assert (await pay(client, loan, str(EMI), None)).status_code == 201
     statement_crossed = await client.get(f"/api/view-statement/{other['customer_id']}/{loan['loan_id']}")
     assert statement_crossed.status_code == 404
+    assert statement_crossed.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_replayed_idempotency_key_records_nothing_more(client: AsyncClient, borrow: Borrow) -> None:

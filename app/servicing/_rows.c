@@ -269,7 +269,8 @@ static void put_date(Buffer *buffer, PyObject *date) {
 
 /* paid(paid, due_dates, on_time, late) -> (installments, payments): app/servicing/rows.py's
  * `python_paid`. `paid` is a list of (PaymentRecord, balance after in cents); a PaymentRecord is the tuple
- * (payment_id, installment_number, paid_on, amount_cents, interest_cents, principal_cents, on_time). */
+ * (payment_id, installment_number, paid_on, interest_cents, principal_cents, on_time), its amount the
+ * interest plus the principal. */
 static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
     if (nargs != 4) {
@@ -295,18 +296,18 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *pair = PyList_GET_ITEM(pairs, i);
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(pair, 0))
-            || PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != 7) {
+            || PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != 6) {
             PyErr_SetString(PyExc_TypeError, "paid() takes (PaymentRecord, balance after) pairs");
             goto fail;
         }
         PyObject *record = PyTuple_GET_ITEM(pair, 0);
-        PyObject *date = PyTuple_GET_ITEM(record, 2), *flag = PyTuple_GET_ITEM(record, 6);
-        int64_t payment_id, number, amount, interest, principal, after;
-        if (item_int64(record, 0, &payment_id) || item_int64(record, 1, &number) || item_int64(record, 3, &amount)
-            || item_int64(record, 4, &interest) || item_int64(record, 5, &principal)
-            || item_int64(pair, 1, &after)) {
+        PyObject *date = PyTuple_GET_ITEM(record, 2), *flag = PyTuple_GET_ITEM(record, 5);
+        int64_t payment_id, number, interest, principal, after;
+        if (item_int64(record, 0, &payment_id) || item_int64(record, 1, &number) || item_int64(record, 3, &interest)
+            || item_int64(record, 4, &principal) || item_int64(pair, 1, &after)) {
             goto fail;
         }
+        int64_t amount = interest + principal; /* each below 2^61: no overflow */
         if (!PyDate_CheckExact(date) || !PyBool_Check(flag)) { /* a datetime would print differently */
             PyErr_SetString(PyExc_TypeError, "paid_on must be a date and on_time a bool");
             goto fail;

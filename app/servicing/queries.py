@@ -115,14 +115,14 @@ PAYMENT_COLUMNS = slice(_LOAN_COLUMNS, None)
 _STATEMENT = Statement.compile(
     text(f"""
 SELECT {_SERVICING_COLUMNS},
-       NULL AS payment_id, NULL AS installment_number, NULL AS paid_on, NULL AS amount_cents,
-       NULL AS interest_cents, NULL AS principal_cents, NULL AS on_time
+       NULL AS payment_id, NULL AS installment_number, NULL AS paid_on, NULL AS interest_cents,
+       NULL AS principal_cents, NULL AS on_time
 FROM loans l
 WHERE l.loan_id = :loan_id AND l.customer_id = :customer_id
 UNION ALL
 SELECT {_NO_LOAN},
-       p.payment_id, p.installment_number, p.paid_on, CAST(p.amount * 100 AS bigint),
-       CAST(p.interest * 100 AS bigint), CAST(p.principal * 100 AS bigint), p.on_time
+       p.payment_id, p.installment_number, p.paid_on, CAST(p.interest * 100 AS bigint),
+       CAST(p.principal * 100 AS bigint), p.on_time
 FROM payments p
 WHERE p.loan_id = :loan_id
 ORDER BY installment_number NULLS FIRST

@@ -101,12 +101,12 @@ async def record_payment(
 
 # The loan and all its payments in one round trip: the loan's row first (its payment columns NULL), then
 # a row per payment in installment order with only the payment's columns. Payments come from their index
-# alone (it includes their columns). Only the loan's row checks the customer: without it (another
-# customer's loan) the rows are the payments alone, and the caller answers 404 as for no rows at all. (The
-# payments joined to the loan to check it again cost PostgreSQL a second lookup and a join per statement,
-# ~10 µs.) (Not the loan's columns repeated on every payment row:
-# at 16.7 payments a loan, decoding them again cost asyncpg 25-35 µs a statement. Not arrays: asyncpg
-# introspects their types on every new connection, three more round trips.)
+# alone (it includes their columns). Only the loan's row checks the customer: for another customer's loan
+# the rows are its payments alone, and loan_statement() answers nothing, as for an unknown loan. (Joined
+# to the loan to check it again, the payments cost PostgreSQL a second lookup and a join per statement.)
+# (Not the loan's columns repeated on every payment row: at 16.7 payments a loan, decoding them again cost
+# asyncpg 25-35 µs a statement. Not arrays: asyncpg introspects their types on every new connection, three
+# more round trips.)
 _LOAN_COLUMNS = len(_SERVICING_COLUMNS.split(","))
 _NO_LOAN = ", ".join(["NULL"] * _LOAN_COLUMNS)
 # Where a payment row's columns are: app.credit.statement.PaymentRecord's fields, in its order (figures
@@ -131,6 +131,8 @@ ORDER BY installment_number NULLS FIRST
 
 
 async def loan_statement(db: ReadsWith, customer_id: int, loan_id: int) -> list[Record]:
-    """The loan's row, then its payments' (see above). When the customer has no such loan, no loan row:
-    nothing, or the payments of another customer's loan, which the caller must not show."""
-    return await as_reader(db).fetch(_STATEMENT, customer_id=customer_id, loan_id=loan_id)
+    """The loan's row, then its payments' (see above); empty when the customer has no such loan."""
+    rows = await as_reader(db).fetch(_STATEMENT, customer_id=customer_id, loan_id=loan_id)
+    if rows and rows[0][0] is None:  # no loan row (loan_amount is NOT NULL): another customer's loan
+        return []
+    return rows

@@ -128,7 +128,7 @@ async def make_payment(
 async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> bytes:
     """The statement as JSON (see app.servicing.statement_json): the document StatementOut describes."""
     rows = await queries.loan_statement(db, customer_id, loan_id)
-    if not rows or rows[0]["loan_amount"] is None:  # no loan row: not this customer's (see the query)
+    if not rows:
         raise _loan_not_found(customer_id, loan_id)
     row = rows[0]
     state = _state(row)

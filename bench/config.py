@@ -41,6 +41,11 @@ TARGETS = {
 # Servicing runs on 30-year loans (360 installments), seeded into the database after create-loan's run:
 # make-payment pays their EMI, then view-statement reads them (each with the payments made by then).
 LONG_LOANS = 2_000
+# view-statement again, on loans half repaid: 180 of their 360 installments paid, one payment each. The
+# bench's other statement loans carry what make-payment wrote in one run (a dozen or two payments a loan,
+# depending on the host); a statement's cost grows with its payments, so this shows it at a mature loan.
+MATURE_LOANS = 500
+MATURE_PAYMENTS = 180
 LONG_LOAN = {"loan_amount": "3000000.00", "interest_rate": "9.50", "tenure": 360}
 
 

@@ -17,8 +17,22 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bench.config import BENCH, ELIGIBILITY, HOST, LONG_LOAN, LONG_LOANS, NEW_LOAN, PYTHON, Config, log
-from bench.stack import Server, postgres_cpu_s, query, wait_for_quiet
+import asyncpg
+
+from bench.config import (
+    BENCH,
+    ELIGIBILITY,
+    HOST,
+    LONG_LOAN,
+    LONG_LOANS,
+    MATURE_LOANS,
+    MATURE_PAYMENTS,
+    NEW_LOAN,
+    PYTHON,
+    Config,
+    log,
+)
+from bench.stack import Server, dsn_of, postgres_cpu_s, query, wait_for_quiet
 
 
 @dataclass
@@ -373,6 +387,65 @@ def seed_long_loans(url: str, ids: Ids, count: int = LONG_LOANS) -> list[tuple[i
         )
     )
     return [(r["customer_id"], r["loan_id"], str(emi)) for r in rows]
+
+
+def seed_mature_loans(
+    url: str, ids: Ids, count: int = MATURE_LOANS, paid: int = MATURE_PAYMENTS
+) -> list[tuple[int, int, str]]:
+    """`count` 360-installment loans (LONG_LOAN's terms) with their first `paid` installments paid, each
+    on its due date with the EMI, as make-payment would have recorded them; the next one is due within a
+    month. Written in SQL (make-payment would take minutes for this many), with the schedule's own
+    arithmetic (app.credit.schedule.steps). (customer, loan, EMI) each."""
+    from decimal import Decimal
+
+    from app.credit.dates import add_months
+    from app.credit.policy import installment
+    from app.credit.schedule import cents, installments_left, money, rate_ratio, steps
+
+    amount, rate, tenure = Decimal(LONG_LOAN["loan_amount"]), Decimal(LONG_LOAN["interest_rate"]), 360
+    emi = installment(amount, rate, tenure)
+    today = dt.datetime.now(dt.UTC).date()
+    start = add_months(today.replace(day=1), -paid)  # installment `paid` fell due on the 1st of this month
+    run = steps(cents(amount), rate_ratio(rate), cents(emi), first=1, tenure=tenure, last=paid)
+    outstanding = money(run[-1][3])
+    paid_total = money(sum(interest + principal for _, interest, principal, _ in run))
+    left = installments_left(outstanding, rate, emi, first=paid + 1, tenure=tenure)
+    customers = random.Random(5).choices(ids.customers, k=count)
+
+    async def write() -> list[tuple[int, int, str]]:
+        connection = await asyncpg.connect(dsn_of(url))
+        try:
+            async with connection.transaction():
+                loans = await connection.fetch(
+                    """
+                    INSERT INTO loans (customer_id, loan_amount, tenure, interest_rate, monthly_installment,
+                                       emis_paid_on_time, start_date, end_date, outstanding_principal,
+                                       installments_paid, amount_paid, repayments_left, last_paid_on)
+                    SELECT c, $2, $3, $4, $5, $6, $7, $8, $9, $6, $10, $11, $12 FROM unnest($1::bigint[]) AS c
+                    RETURNING customer_id, loan_id
+                    """,
+                    customers, amount, tenure, rate, emi, paid, start, add_months(start, tenure),
+                    outstanding, paid_total, left, add_months(start, paid),
+                )  # fmt: skip
+                await connection.execute(
+                    """
+                    INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,
+                                          on_time)
+                    SELECT l, k, d, i + p, i, p, true
+                    FROM unnest($1::bigint[]) AS l,
+                         unnest($2::int[], $3::date[], $4::numeric[], $5::numeric[]) AS s(k, d, i, p)
+                    """,
+                    [loan["loan_id"] for loan in loans],
+                    [number for number, _, _, _ in run],
+                    [add_months(start, number) for number, _, _, _ in run],
+                    [money(interest) for _, interest, _, _ in run],
+                    [money(principal) for _, _, principal, _ in run],
+                )
+        finally:
+            await connection.close()
+        return [(loan["customer_id"], loan["loan_id"], str(emi)) for loan in loans]
+
+    return asyncio.run(write())
 
 
 def statement_setup(url: str) -> dict[str, Any]:

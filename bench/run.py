@@ -50,6 +50,7 @@ from bench.load import (  # noqa: E402
     make_payment,
     sample_ids,
     seed_long_loans,
+    seed_mature_loans,
     statement_setup,
     view_loan,
     view_loans,
@@ -148,6 +149,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             report["service"].append(asdict(pair["api"]))
             report["statement_pair"] = asdict(pair["view-loan"])
+            # The same, on loans half repaid (bench/config.py MATURE_PAYMENTS): how the statement's cost
+            # grows with the payments a loan has.
+            mature = seed_mature_loans(url, ids)
+            vacuum_analyze(url)
+            pair = drive_alternated(
+                {"api": (api, view_statement(mature)), "view-loan": (api, view_loan(ids))}, config
+            )
+            report["mature_statement"] = asdict(pair["api"])
+            report["mature_pair"] = asdict(pair["view-loan"])
     if config.replica:
         log("replica run: a primary and a streaming replica of our own, the small book ingested ...")
         with replicated(config.redis_url, small_files) as (primary_url, replica_url):

@@ -44,31 +44,12 @@ def _money(value: Decimal) -> str:
     return f"{value:.2f}"
 
 
-def _head(
-    customer_id: int,
-    loan_id: int,
-    loan: LoanState,
-    amount_paid: Decimal,
-    repayments_left: int,
-    result: Statement,
-) -> str:
-    """StatementHead's fields, in its order, as an unclosed JSON object."""
-    following = result.next_installment
+def _next_installment(following: tuple[str, int] | None) -> str:
+    """The head's next_due_date and next_installment members (null when paid off)."""
     if following is None:
-        next_installment = '"next_due_date":null,"next_installment":null'
-    else:
-        due, amount = following
-        next_installment = (
-            f'"next_due_date":"{due}","next_installment":{{"due_date":"{due}","amount":{figure(amount)}}}'
-        )
-    return (
-        f'{{"customer_id":{customer_id},"loan_id":{loan_id},"principal":{_money(loan.loan_amount)},'
-        f'"interest_rate":{_money(loan.annual_rate)},"amount_paid":{_money(amount_paid)},'
-        f'"monthly_installment":{_money(loan.monthly_installment)},"repayments_left":{repayments_left},'
-        f'"outstanding_principal":{_money(loan.outstanding)},"loan_status":"{result.loan_status.value}",'
-        f'"days_past_due":{result.days_past_due},"delinquency_class":"{result.delinquency_class.value}",'
-        f'{next_installment},"payoff_amount":{_money(result.payoff_amount)}'
-    )
+        return '"next_due_date":null,"next_installment":null'
+    due, amount = following
+    return f'"next_due_date":"{due}","next_installment":{{"due_date":"{due}","amount":{figure(amount)}}}'
 
 
 def statement_json(
@@ -92,9 +73,18 @@ def statement_json(
         installments.append(_run(result, result.settled, 0, on_time, on_time))
     installments.append(paid_rows)
     installments.append(_run(result, result.projected, result.overdue_before, overdue, upcoming))
+    # StatementHead's fields, in its order; then the two lists.
+    head = (
+        f'{{"customer_id":{customer_id},"loan_id":{loan_id},"principal":{_money(loan.loan_amount)},'
+        f'"interest_rate":{_money(loan.annual_rate)},"amount_paid":{_money(amount_paid)},'
+        f'"monthly_installment":{_money(loan.monthly_installment)},"repayments_left":{repayments_left},'
+        f'"outstanding_principal":{_money(loan.outstanding)},"loan_status":"{result.loan_status.value}",'
+        f'"days_past_due":{result.days_past_due},"delinquency_class":"{result.delinquency_class.value}",'
+        f'{_next_installment(result.next_installment)},"payoff_amount":{_money(result.payoff_amount)}'
+    )
     return "".join(
         (
-            _head(customer_id, loan_id, loan, amount_paid, repayments_left, result),
+            head,
             ',"installments":[',
             ",".join([part for part in installments if part]),
             '],"payments":[',

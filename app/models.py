@@ -10,12 +10,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Computed,
     Date,
     DateTime,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -167,7 +169,7 @@ class Payment(Base):
             "loan_id",
             "installment_number",
             unique=True,
-            postgresql_include=["payment_id", "paid_on", "amount", "interest", "principal", "on_time"],
+            postgresql_include=["packed"],
         ),
     )
 
@@ -180,6 +182,22 @@ class Payment(Base):
     principal: Mapped[Decimal] = mapped_column(MONEY)
     on_time: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # What view-statement reads of the payment, computed by PostgreSQL from the columns above (migration
+    # 0006, which explains why): app.servicing.rows.PAYMENT is its layout.
+    packed: Mapped[bytes] = mapped_column(
+        LargeBinary,
+        Computed(
+            "int4send(installment_number) || int8send(payment_id)"
+            " || int4send(paid_on - DATE '0001-01-01' + 1)"
+            " || int8send(CAST(interest * 100 AS bigint)) || int8send(CAST(principal * 100 AS bigint))"
+            " || boolsend(on_time)",
+            persisted=True,
+        ),
+        comment=(
+            "The payment as view-statement reads it (app.servicing.rows.PAYMENT): installment_number,"
+            " payment_id, paid_on's ordinal, interest and principal in cents, on_time; big-endian, 33 bytes."
+        ),
+    )
 
 
 class CreditPolicy(Base):

@@ -40,12 +40,20 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FIXED_NOW = dt.datetime(2026, 6, 15, 12, 0, tzinfo=dt.UTC)
 
 
-def run_migrations(url: str, revision: str = "head") -> None:
+def _alembic_config(url: str) -> Config:
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.set_main_option("sqlalchemy.url", url)
     config.attributes["configure_logger"] = False
-    command.upgrade(config, revision)
+    return config
+
+
+def run_migrations(url: str, revision: str = "head") -> None:
+    command.upgrade(_alembic_config(url), revision)
+
+
+def downgrade_to(url: str, revision: str) -> None:
+    command.downgrade(_alembic_config(url), revision)
 
 
 async def create_database(name: str) -> str:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import importlib.util
 import uuid
+from pathlib import Path
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -11,8 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.credit.schedule import imported_servicing
-from app.models import Base
-from tests.conftest import create_database, drop_database, run_migrations
+from app.models import Base, Payment
+from app.servicing.rows import PAYMENT
+from tests.conftest import create_database, downgrade_to, drop_database, run_migrations
 from tests.live import connect
 
 
@@ -141,3 +145,76 @@ async def test_0005_upgrades_a_populated_database_and_its_decisions_are_append_o
         await drop_database(name)
     assert len(refusals) == 2 and all("append-only" in refusal for refusal in refusals)
     assert (kept, loans) == (1, 1)
+
+
+async def test_0006_packs_the_payments_already_stored_and_every_new_one() -> None:
+    """A database with payments at 0005 upgrades in place: each payment's `packed` is what
+    app.servicing.rows.PAYMENT reads back as the row's own figures, a payment inserted afterwards gets it
+    too, the unique index includes it, and the downgrade gives back 0005's index."""
+    name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
+    url = await create_database(name)
+    index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_payments_loan_id_installment_number'"
+    columns = "payment_id, installment_number, paid_on, interest, principal, on_time"
+    try:
+        await asyncio.to_thread(run_migrations, url, "0005")
+        connection = await connect(url)
+        try:
+            await connection.execute(
+                """
+                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
+                                       approved_limit)
+                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
+                INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
+                                   monthly_installment, start_date, end_date, outstanding_principal,
+                                   repayments_left)
+                SELECT g, 1, 900000, 360, 9.5, 7567.70, '2026-01-31', '2056-01-31', 900000, 360
+                FROM generate_series(1, 30) AS g;
+                INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,
+                                      on_time)
+                SELECT l, k, date '2026-02-27' + 30 * k, 7567.70, 7125.00 - k / 100.0, 442.70 + k / 100.0,
+                       k % 3 > 0
+                FROM generate_series(1, 30) AS l, generate_series(1, 24) AS k;
+                """
+            )
+            index_before = await connection.fetchval(index)
+            await asyncio.to_thread(run_migrations, url)
+            await connection.execute(
+                "INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,"
+                " on_time) VALUES (1, 25, '2099-12-31', 100000.01, 99999.99, 0.02, false)"
+            )
+            stored = await connection.fetch(f"SELECT {columns}, packed FROM payments ORDER BY payment_id")
+            index_after = await connection.fetchval(index)
+            await asyncio.to_thread(downgrade_to, url, "0005")
+            downgraded = await connection.fetchval(index)
+            count = await connection.fetchval("SELECT count(*) FROM payments")
+        finally:
+            await connection.close()
+    finally:
+        await drop_database(name)
+
+    assert len(stored) == 30 * 24 + 1
+    for row in stored:
+        assert PAYMENT.unpack(row["packed"]) == (
+            row["installment_number"],
+            row["payment_id"],
+            row["paid_on"].toordinal(),
+            int(row["interest"] * 100),
+            int(row["principal"] * 100),
+            row["on_time"],
+        )
+    assert PAYMENT.unpack(stored[-1]["packed"])[2:] == (dt.date(2099, 12, 31).toordinal(), 9_999_999, 2, 0)
+    assert index_after.endswith("(loan_id, installment_number) INCLUDE (packed)"), index_after
+    assert downgraded == index_before and count == 30 * 24 + 1
+
+
+def test_the_model_computes_packed_as_migration_0006_does() -> None:
+    """The schema comes from the migrations; the model's copy of the expression must not drift from it."""
+    path = Path(__file__).parents[1] / "migrations" / "versions" / "0006_payments_packed_for_the_statement.py"
+    spec = importlib.util.spec_from_file_location("migration_0006", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    computed = Payment.__table__.c.packed.computed
+    assert computed is not None
+    assert str(computed.sqltext) == migration.PACKED
+    assert Payment.__table__.c.packed.comment == migration.COMMENT

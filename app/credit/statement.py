@@ -17,7 +17,6 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from typing import NamedTuple
 
 from app.credit.dates import add_months
 from app.credit.policy import installment
@@ -77,25 +76,6 @@ def status_of(paid_off: bool, days_past_due: int) -> LoanStatus:
     return LoanStatus.ACTIVE
 
 
-class PaymentRecord(NamedTuple):
-    """A payment as stored, its figures in cents. A tuple, built straight from the query's row: a
-    statement reads up to 600 of them (a loan's paid installments), so each costs what it can: the figures
-    arrive as integers (decoding a numeric into a Decimal cost 0.4 µs), a frozen dataclass cost 0.8 µs to
-    build where a tuple costs 0.15, and the amount is not read at all: it is the interest plus the
-    principal (the payments table's CHECK parts_add_up)."""
-
-    payment_id: int
-    installment_number: int
-    paid_on: dt.date
-    interest_cents: int
-    principal_cents: int
-    on_time: bool
-
-    @property
-    def amount_cents(self) -> int:
-        return self.interest_cents + self.principal_cents
-
-
 @dataclass(frozen=True, slots=True)
 class Run:
     """Installments `first`..`last` of a schedule, stepped from `balance` with `emi` (both in cents):
@@ -117,7 +97,7 @@ class Statement:
     tenure: int
     due_dates: tuple[str, ...]  # installment k's due date, ISO text, at [k - 1]
     settled: Run | None  # an imported loan's first installments: the formula's, paid on time, dates unknown
-    paid: list[tuple[PaymentRecord, int]]  # each API payment and the balance after it, in cents
+    paid_first: int  # the first installment paid through the API (they run up to the last one paid)
     projected: Run  # the unpaid installments, projected with the EMI in force (none when paid off)
     overdue_before: int  # unpaid installments numbered below this are overdue
     next_installment: tuple[str, int] | None  # the next unpaid one (maybe overdue): due date, cents
@@ -127,23 +107,19 @@ class Statement:
     payoff_amount: Decimal
 
 
-def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -> Statement:
-    """`state` is the loan as stored (after every payment); `payments` its API payments, oldest first."""
+def statement(state: LoanState, payments: int, today: dt.date) -> Statement:
+    """`state` is the loan as stored (after every payment); `payments` how many it had through the API.
+    They settled its last installments paid; the renderer writes them from the payments themselves, the
+    balance after each being what is owed now plus the principal of the ones after it."""
     rate = rate_ratio(state.annual_rate)
     tenure = state.tenure
     due_dates = all_due_date_texts(state.start_date, tenure)
-    settled_before = state.installments_paid - len(payments)  # imported: the first ones, dates unknown
+    settled_before = state.installments_paid - payments  # imported: the first ones, dates unknown
     settled = None
     if settled_before:
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
         settled = Run(balance=cents(state.loan_amount), emi=formula_emi, first=1, last=settled_before)
     outstanding = cents(state.outstanding)
-    # Each payment's balance after: what is owed now plus the principal of the payments after it.
-    balance = outstanding + sum([p.principal_cents for p in payments])
-    paid: list[tuple[PaymentRecord, int]] = []
-    for p in payments:
-        balance -= p.principal_cents
-        paid.append((p, balance))
     first = state.installments_paid + 1
     projected = Run(balance=outstanding, emi=cents(state.monthly_installment), first=first, last=tenure)
     following = steps(projected.balance, rate, projected.emi, first=first, tenure=tenure, last=first)
@@ -161,7 +137,7 @@ def statement(state: LoanState, payments: list[PaymentRecord], today: dt.date) -
         tenure=tenure,
         due_dates=due_dates,
         settled=settled,
-        paid=paid,
+        paid_first=settled_before + 1,
         projected=projected,
         overdue_before=overdue_before,
         next_installment=next_installment,

@@ -15,12 +15,11 @@
  * written with two decimals. `due_dates` and the two suffixes are ASCII str; `count` is how many rows
  * were written.
  *
- * paid(paid, due_dates, on_time, late) -> (installments, payments)
+ * paid(payments, first, outstanding, due_dates, on_time, late) -> (installments, payments)
  * The paid installments' rows and the payments' entries, each list's items joined by commas (see paid()).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <datetime.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -249,15 +248,66 @@ fail:
     return NULL;
 }
 
-/* A whole number from a Python int, refused (OverflowError) below 0 or beyond the accelerated range. */
-static int item_int64(PyObject *tuple, Py_ssize_t index, int64_t *out) {
-    return int64_argument(PyTuple_GET_ITEM(tuple, index), out, "a payment's figure");
+/* Big-endian (network order) whole numbers, as PostgreSQL's int4send and int8send write them. */
+static int64_t load64(const unsigned char *bytes) {
+    uint64_t value = 0;
+    for (int i = 0; i < 8; i++) {
+        value = value << 8 | bytes[i];
+    }
+    return (int64_t)value;
 }
 
-/* A date as YYYY-MM-DD, as date.isoformat() writes it. Room is reserved by the caller (10 bytes). */
-static void put_date(Buffer *buffer, PyObject *date) {
+static int64_t load32(const unsigned char *bytes) {
+    uint32_t value = (uint32_t)bytes[0] << 24 | (uint32_t)bytes[1] << 16 | (uint32_t)bytes[2] << 8 | bytes[3];
+    return (int32_t)value;
+}
+
+/* A payment as the statement's query packs it (app/servicing/rows.py's PAYMENT): installment_number
+ * (int4), payment_id (int8), paid_on's ordinal (int4), interest and principal in cents (int8 each),
+ * on_time (one byte, 0 or 1). */
+#define PAYMENT_SIZE 33
+
+typedef struct {
+    int64_t number, payment_id, ordinal, interest, principal, on_time;
+} Payment;
+
+/* -1 (ValueError) for what the payments table cannot hold: a negative figure, an on_time not 0 or 1. */
+static int unpack(const unsigned char *bytes, Payment *payment) {
+    payment->number = load32(bytes);
+    payment->payment_id = load64(bytes + 4);
+    payment->ordinal = load32(bytes + 12);
+    payment->interest = load64(bytes + 16);
+    payment->principal = load64(bytes + 24);
+    payment->on_time = bytes[32];
+    if (payment->payment_id < 0 || payment->interest < 0 || payment->principal < 0 || payment->on_time > 1) {
+        PyErr_SetString(PyExc_ValueError, "a payment's figures are negative or its on_time not 0 or 1");
+        return -1;
+    }
+    if (payment->interest > INT64_MAX / 4 || payment->principal > INT64_MAX / 4) {
+        PyErr_SetString(PyExc_OverflowError, "a payment's figure is out of the accelerated range");
+        return -1;
+    }
+    return 0;
+}
+
+/* The date `ordinal` (date.toordinal(): 0001-01-01 is 1) as YYYY-MM-DD, as date.isoformat() writes it;
+ * -1 (ValueError) outside the years 1-9999, which date refuses too. Days to a civil date: H. Hinnant's
+ * days_from_civil inverse, counted from 0000-03-01. Room is reserved by the caller (10 bytes). */
+static int put_ordinal(Buffer *buffer, int64_t ordinal) {
+    if (ordinal < 1 || ordinal > 3652059) { /* 9999-12-31 */
+        PyErr_SetString(PyExc_ValueError, "paid_on is out of date's range");
+        return -1;
+    }
+    int64_t days = ordinal + 305;             /* days since 0000-03-01 */
+    int64_t era = days / 146097;              /* 400-year cycles; never negative here */
+    int64_t of_era = days - era * 146097;     /* [0, 146096] */
+    int64_t year_of_era = (of_era - of_era / 1460 + of_era / 36524 - of_era / 146096) / 365;
+    int64_t day_of_year = of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    int64_t shifted_month = (5 * day_of_year + 2) / 153; /* March is 0 */
+    int day = (int)(day_of_year - (153 * shifted_month + 2) / 5 + 1);
+    int month = (int)(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
+    int year = (int)(year_of_era + era * 400 + (month <= 2));
     char text[10];
-    int year = PyDateTime_GET_YEAR(date), month = PyDateTime_GET_MONTH(date), day = PyDateTime_GET_DAY(date);
     memcpy(text, PAIRS + 2 * (year / 100), 2);
     memcpy(text + 2, PAIRS + 2 * (year % 100), 2);
     text[4] = '-';
@@ -265,54 +315,79 @@ static void put_date(Buffer *buffer, PyObject *date) {
     text[7] = '-';
     memcpy(text + 8, PAIRS + 2 * day, 2);
     put(buffer, text, 10);
+    return 0;
 }
 
-/* paid(paid, due_dates, on_time, late) -> (installments, payments): app/servicing/rows.py's
- * `python_paid`. `paid` is a list of (PaymentRecord, balance after in cents); a PaymentRecord is the tuple
- * (payment_id, installment_number, paid_on, interest_cents, principal_cents, on_time), its amount the
- * interest plus the principal. */
+/* paid(payments, first, outstanding, due_dates, on_time, late) -> (installments, payments):
+ * app/servicing/rows.py's `python_paid`. `payments` is bytes, the payments packed as above one after the
+ * other, in any order: they must be installments first..first + count - 1, once each, and are written in
+ * that order. `outstanding` is what is owed after the last (cents): the balance after each one is that
+ * plus the principal of those after it. */
 static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "paid() takes 4 arguments");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "paid() takes 6 arguments");
         return NULL;
     }
-    PyObject *pairs = args[0], *due_dates = args[1];
-    if (!PyList_Check(pairs) || !PyTuple_Check(due_dates)) {
-        PyErr_SetString(PyExc_TypeError, "paid() takes a list and a tuple");
+    PyObject *packed = args[0], *due_dates = args[3];
+    if (!PyBytes_Check(packed) || !PyTuple_Check(due_dates)) {
+        PyErr_SetString(PyExc_TypeError, "paid() takes the payments as bytes and the due dates as a tuple");
+        return NULL;
+    }
+    if (PyBytes_GET_SIZE(packed) % PAYMENT_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "the payments are not whole packed payments");
+        return NULL;
+    }
+    int64_t first, outstanding;
+    if (int64_argument(args[1], &first, "first") || int64_argument(args[2], &outstanding, "outstanding")) {
         return NULL;
     }
     Py_ssize_t on_time_length, late_length;
-    const char *on_time = ascii(args[2], &on_time_length, "on_time");
-    const char *late = on_time ? ascii(args[3], &late_length, "late") : NULL;
+    const char *on_time = ascii(args[4], &on_time_length, "on_time");
+    const char *late = on_time ? ascii(args[5], &late_length, "late") : NULL;
     if (late == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(pairs);
+    const unsigned char *bytes = (const unsigned char *)PyBytes_AS_STRING(packed);
+    Py_ssize_t count = PyBytes_GET_SIZE(packed) / PAYMENT_SIZE;
     Buffer installments = {NULL, 0, 0}, payments = {NULL, 0, 0};
+    /* placed[k]: the payment of installment first + k. The query does not sort them: placing each by its
+     * number costs less than PostgreSQL's sort, and checks that each installment was paid once. */
+    Payment *placed = PyMem_Malloc((size_t)(count ? count : 1) * sizeof(Payment));
+    if (placed == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < count; k++) {
+        placed[k].number = 0;
+    }
+    int64_t balance = outstanding;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Payment payment;
+        if (unpack(bytes + i * PAYMENT_SIZE, &payment) < 0) {
+            goto fail;
+        }
+        if (payment.number < 1 || payment.number < first || payment.number - first >= count
+            || placed[payment.number - first].number) {
+            PyErr_SetString(PyExc_ValueError, "the payments are not installments first.. once each");
+            goto fail;
+        }
+        placed[payment.number - first] = payment;
+        balance += payment.principal; /* each below 2^61, so the sum is checked before it can overflow */
+        if (balance > INT64_MAX / 4) {
+            PyErr_SetString(PyExc_OverflowError, "a balance is out of the accelerated range");
+            goto fail;
+        }
+    }
     if (count && (reserve(&installments, count * 220) < 0 || reserve(&payments, count * 200) < 0)) {
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *pair = PyList_GET_ITEM(pairs, i);
-        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(pair, 0))
-            || PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 0)) != 6) {
-            PyErr_SetString(PyExc_TypeError, "paid() takes (PaymentRecord, balance after) pairs");
-            goto fail;
-        }
-        PyObject *record = PyTuple_GET_ITEM(pair, 0);
-        PyObject *date = PyTuple_GET_ITEM(record, 2), *flag = PyTuple_GET_ITEM(record, 5);
-        int64_t payment_id, number, interest, principal, after;
-        if (item_int64(record, 0, &payment_id) || item_int64(record, 1, &number) || item_int64(record, 3, &interest)
-            || item_int64(record, 4, &principal) || item_int64(pair, 1, &after)) {
-            goto fail;
-        }
-        int64_t amount = interest + principal; /* each below 2^61: no overflow */
-        if (!PyDate_CheckExact(date) || !PyBool_Check(flag)) { /* a datetime would print differently */
-            PyErr_SetString(PyExc_TypeError, "paid_on must be a date and on_time a bool");
-            goto fail;
-        }
-        if (number < 1 || number > PyTuple_GET_SIZE(due_dates)) {
+    for (Py_ssize_t k = 0; k < count; k++) {
+        const Payment *payment = &placed[k];
+        int64_t number = payment->number;
+        int64_t amount = payment->interest + payment->principal; /* each below 2^61: no overflow */
+        balance -= payment->principal;
+        if (number > PyTuple_GET_SIZE(due_dates)) {
             PyErr_SetString(PyExc_IndexError, "no due date for this installment");
             goto fail;
         }
@@ -321,13 +396,12 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (due == NULL) {
             goto fail;
         }
-        int was_on_time = flag == Py_True;
         /* every constant part is shorter than 24 bytes, every figure and date too */
         if (reserve(&installments, 1 + due_length + 20 * 24 + on_time_length + late_length) < 0
             || reserve(&payments, 1 + 20 * 24) < 0) {
             goto fail;
         }
-        if (i) {
+        if (k) {
             PUT(&installments, ",");
             PUT(&payments, ",");
         }
@@ -338,48 +412,52 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PUT(&installments, "\",\"amount\":");
         put_figure(&installments, amount);
         PUT(&installments, ",\"principal\":");
-        put_figure(&installments, principal);
+        put_figure(&installments, payment->principal);
         PUT(&installments, ",\"interest\":");
-        put_figure(&installments, interest);
+        put_figure(&installments, payment->interest);
         PUT(&installments, ",\"balance_after\":");
-        put_figure(&installments, after);
+        put_figure(&installments, balance);
         PUT(&installments, ",\"status\":\"");
-        if (was_on_time) {
+        if (payment->on_time) {
             put(&installments, on_time, on_time_length);
         } else {
             put(&installments, late, late_length);
         }
         PUT(&installments, "\",\"paid_on\":\"");
-        put_date(&installments, date);
+        if (put_ordinal(&installments, payment->ordinal) < 0) {
+            goto fail;
+        }
         PUT(&installments, "\"}");
 
         PUT(&payments, "{\"payment_id\":");
-        put_number(&payments, payment_id);
+        put_number(&payments, payment->payment_id);
         PUT(&payments, ",\"paid_on\":\"");
-        put_date(&payments, date);
+        put_ordinal(&payments, payment->ordinal); /* checked above */
         PUT(&payments, "\",\"amount\":");
         put_figure(&payments, amount);
         PUT(&payments, ",\"interest\":");
-        put_figure(&payments, interest);
+        put_figure(&payments, payment->interest);
         PUT(&payments, ",\"principal\":");
-        put_figure(&payments, principal);
+        put_figure(&payments, payment->principal);
         PUT(&payments, ",\"installment_number\":");
         put_number(&payments, number);
-        if (was_on_time) {
+        if (payment->on_time) {
             PUT(&payments, ",\"on_time\":true}");
         } else {
             PUT(&payments, ",\"on_time\":false}");
         }
     }
-    PyObject *first = text_of(&installments);
-    PyObject *second = first ? text_of(&payments) : NULL;
-    if (second == NULL) {
-        Py_XDECREF(first);
+    PyMem_Free(placed);
+    PyObject *written = text_of(&installments);
+    PyObject *entries = written ? text_of(&payments) : NULL;
+    if (entries == NULL) {
+        Py_XDECREF(written);
         PyMem_Free(payments.data);
         return NULL;
     }
-    return Py_BuildValue("(NN)", first, second);
+    return Py_BuildValue("(NN)", written, entries);
 fail:
+    PyMem_Free(placed);
     PyMem_Free(installments.data);
     PyMem_Free(payments.data);
     return NULL;
@@ -390,7 +468,8 @@ static PyMethodDef methods[] = {
      "rows(balance, numerator, denominator, emi, first, last, tenure, due_dates, split, before, after)"
      " -> (text, count): a statement's installment rows (app/servicing/rows.py)."},
     {"paid", (PyCFunction)(void (*)(void))paid, METH_FASTCALL,
-     "paid(paid, due_dates, on_time, late) -> (installments, payments): a statement's paid rows"
+     "paid(payments, first, outstanding, due_dates, on_time, late) -> (installments, payments): a"
+     " statement's paid rows"
      " (app/servicing/rows.py)."},
     {NULL, NULL, 0, NULL},
 };
@@ -403,9 +482,5 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__rows(void) {
-    PyDateTime_IMPORT;
-    if (PyDateTimeAPI == NULL) {
-        return NULL;
-    }
     return PyModule_Create(&module);
 }

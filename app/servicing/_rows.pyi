@@ -1,5 +1,4 @@
 # The C extension app/servicing/_rows.c (built where a C compiler is present): app/servicing/rows.py.
-from app.credit.statement import PaymentRecord
 
 def rows(
     balance: int,
@@ -16,7 +15,9 @@ def rows(
     /,
 ) -> tuple[str, int]: ...
 def paid(
-    paid: list[tuple[PaymentRecord, int]],
+    payments: bytes,
+    first: int,
+    outstanding: int,
     due_dates: tuple[str, ...],
     on_time: str,
     late: str,

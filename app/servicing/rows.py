@@ -11,14 +11,20 @@ answers: the same document, more CPU.
 
 from __future__ import annotations
 
+import datetime as dt
+import struct
 from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 from app.credit.schedule import steps
-from app.credit.statement import PaymentRecord
 
+# A payment as the statement's query packs it (app/servicing/queries.py), big-endian as PostgreSQL's
+# int4send and int8send write: installment_number, payment_id, paid_on's ordinal (date.toordinal()),
+# interest and principal in cents, on_time. Its amount is the interest plus the principal (the payments
+# table's CHECK parts_add_up). The C extension reads the same layout (PAYMENT_SIZE in _rows.c).
+PAYMENT = struct.Struct(">iqiqqB")
 RowsFunction = Callable[[int, int, int, int, int, int, int, tuple[str, ...], int, str, str], tuple[str, int]]
-PaidFunction = Callable[[list[tuple[PaymentRecord, int]], tuple[str, ...], str, str], tuple[str, str]]
+PaidFunction = Callable[[bytes, int, int, tuple[str, ...], str, str], tuple[str, str]]
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -62,30 +68,53 @@ def figure(cents: int) -> str:
     return f"{cents // 100}.{_CENTS[cents % 100]}"
 
 
+def payment_count(payments: bytes) -> int:
+    """How many payments `payments` (packed as PAYMENT) holds."""
+    return len(payments) // PAYMENT.size
+
+
 def python_paid(
-    paid: list[tuple[PaymentRecord, int]], due_dates: Sequence[str], on_time: str, late: str
+    payments: bytes, first: int, outstanding: int, due_dates: Sequence[str], on_time: str, late: str
 ) -> tuple[str, str]:
-    """The paid installments' rows (status `on_time` or `late`) and the payments' entries, from each
-    payment and the balance after it (cents); each list's items joined by commas."""
-    installments, payments = [], []
-    for payment, after in paid:
-        number, paid_on = payment.installment_number, payment.paid_on.isoformat()
+    """The paid installments' rows (status `on_time` or `late`) and the payments' entries, each list's items
+    joined by commas. `payments` are packed as PAYMENT, in any order, and must be installments
+    first..first + count - 1, once each (ValueError otherwise); `outstanding` (cents) is what is owed after
+    the last of them, so the balance after each is that plus the principal of the ones after it."""
+    if len(payments) % PAYMENT.size:
+        raise ValueError("the payments are not whole packed payments")
+    placed: list[tuple[int, int, int, int, int, int] | None] = [None] * payment_count(payments)
+    balance = outstanding
+    for payment in PAYMENT.iter_unpack(payments):
+        number, payment_id, _, interest_cents, principal_cents, flag = payment
+        if min(payment_id, interest_cents, principal_cents) < 0 or flag > 1:
+            raise ValueError("a payment's figures are negative or its on_time not 0 or 1")
+        index = number - first
+        if number < 1 or not 0 <= index < len(placed) or placed[index] is not None:
+            raise ValueError("the payments are not installments first.. once each")
+        placed[index] = payment
+        balance += principal_cents
+    installments, entries = [], []
+    for place in placed:
+        assert place is not None  # every place is filled: count numbers, none twice
+        number, payment_id, ordinal, interest_cents, principal_cents, flag = place
+        balance -= principal_cents
+        paid_on = dt.date.fromordinal(ordinal).isoformat()
         amount, interest, principal = (
-            figure(payment.amount_cents),
-            figure(payment.interest_cents),
-            figure(payment.principal_cents),
+            figure(interest_cents + principal_cents),
+            figure(interest_cents),
+            figure(principal_cents),
         )
         installments.append(
             f'{{"number":{number},"due_date":"{due_dates[number - 1]}","amount":{amount},'
-            f'"principal":{principal},"interest":{interest},"balance_after":{figure(after)},'
-            f'"status":"{on_time if payment.on_time else late}","paid_on":"{paid_on}"}}'
+            f'"principal":{principal},"interest":{interest},"balance_after":{figure(balance)},'
+            f'"status":"{on_time if flag else late}","paid_on":"{paid_on}"}}'
         )
-        payments.append(
-            f'{{"payment_id":{payment.payment_id},"paid_on":"{paid_on}","amount":{amount},'
+        entries.append(
+            f'{{"payment_id":{payment_id},"paid_on":"{paid_on}","amount":{amount},'
             f'"interest":{interest},"principal":{principal},"installment_number":{number},'
-            f'"on_time":{"true" if payment.on_time else "false"}}}'
+            f'"on_time":{"true" if flag else "false"}}}'
         )
-    return ",".join(installments), ",".join(payments)
+    return ",".join(installments), ",".join(entries)
 
 
 def _compiled() -> tuple[RowsFunction, PaidFunction] | None:

@@ -12,10 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import metrics
 from app.credit import schedule
 from app.credit.schedule import LoanState, PaymentRefused, Refusal
-from app.credit.statement import PaymentRecord, loan_status, statement
+from app.credit.statement import loan_status, statement
 from app.db import Reader
 from app.errors import ImportInProgress, InvalidRequest, LoanPaidOff, NotFound, PaymentNotAccepted
 from app.servicing import queries
+from app.servicing.rows import payment_count
 from app.servicing.schemas import PaymentIn, PaymentOut
 from app.servicing.statement_json import statement_json
 
@@ -127,11 +128,12 @@ async def make_payment(
 
 async def view_statement(db: Reader, customer_id: int, loan_id: int, today: dt.date) -> bytes:
     """The statement as JSON (see app.servicing.statement_json): the document StatementOut describes."""
-    rows = await queries.loan_statement(db, customer_id, loan_id)
-    if not rows:
+    row = await queries.loan_statement(db, customer_id, loan_id)
+    if row is None:
         raise _loan_not_found(customer_id, loan_id)
-    row = rows[0]
     state = _state(row)
-    payments = [PaymentRecord._make(payment[queries.PAYMENT_COLUMNS]) for payment in rows[1:]]
-    result = statement(state, payments, today)
-    return statement_json(customer_id, loan_id, state, row["amount_paid"], row["repayments_left"], result)
+    payments = row["payments"] or b""
+    result = statement(state, payment_count(payments), today)
+    return statement_json(
+        customer_id, loan_id, state, row["amount_paid"], row["repayments_left"], result, payments
+    )

@@ -59,15 +59,19 @@ def statement_json(
     amount_paid: Decimal,
     repayments_left: int,
     result: Statement,
+    payments: bytes,
 ) -> bytes:
     """The statement of `loan` (as stored, with its amount paid and repayments left) worked out as
-    `result`, as the JSON document StatementOut describes."""
+    `result`, with its API payments (packed as app.servicing.rows.PAYMENT, any order), as the JSON document
+    StatementOut describes."""
     on_time, overdue, upcoming = (
         InstallmentStatus.PAID_ON_TIME,
         InstallmentStatus.OVERDUE,
         InstallmentStatus.UPCOMING,
     )
-    paid_rows, payments = paid(result.paid, result.due_dates, _PAID_ON_TIME, _PAID_LATE)
+    paid_rows, entries = paid(
+        payments, result.paid_first, result.projected.balance, result.due_dates, _PAID_ON_TIME, _PAID_LATE
+    )
     installments = []
     if result.settled is not None:
         installments.append(_run(result, result.settled, 0, on_time, on_time))
@@ -88,7 +92,7 @@ def statement_json(
             ',"installments":[',
             ",".join([part for part in installments if part]),
             '],"payments":[',
-            payments,
+            entries,
             "]}",
         )
     ).encode()

@@ -26,6 +26,7 @@ from app.decisions.router import router as decisions_router
 from app.errors import FieldError, Problem, install_error_handlers
 from app.ingestion.router import router as ingestion_router
 from app.loans.router import router as loans_router
+from app.malloc import keep_freed_memory
 from app.observability.logging import configure_logging, flush_log_writer
 from app.observability.middleware import ObservabilityMiddleware
 from app.operations.router import router as operations_router
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, settings.log_format)
+        keep_freed_memory()  # per process: every API worker runs its lifespan
         # First: an invalid policy file stops the app here, with the message naming the field.
         app.state.policy = load_policy(settings.credit_policy_file)
         engine = create_engine(settings)

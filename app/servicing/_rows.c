@@ -396,6 +396,16 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (due == NULL) {
             goto fail;
         }
+        /* The figures and the date appear in both lists: written once, copied twice. */
+        char figures[3][24], date[10];
+        Buffer amount_text = {figures[0], 0, 24}, principal_text = {figures[1], 0, 24},
+               interest_text = {figures[2], 0, 24}, date_text = {date, 0, 10};
+        put_figure(&amount_text, amount);
+        put_figure(&principal_text, payment->principal);
+        put_figure(&interest_text, payment->interest);
+        if (put_ordinal(&date_text, payment->ordinal) < 0) {
+            goto fail;
+        }
         /* every constant part is shorter than 24 bytes, every figure and date too */
         if (reserve(&installments, 1 + due_length + 20 * 24 + on_time_length + late_length) < 0
             || reserve(&payments, 1 + 20 * 24) < 0) {
@@ -410,11 +420,11 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PUT(&installments, ",\"due_date\":\"");
         put_due(&installments, due, due_length);
         PUT(&installments, "\",\"amount\":");
-        put_figure(&installments, amount);
+        put(&installments, amount_text.data, amount_text.length);
         PUT(&installments, ",\"principal\":");
-        put_figure(&installments, payment->principal);
+        put(&installments, principal_text.data, principal_text.length);
         PUT(&installments, ",\"interest\":");
-        put_figure(&installments, payment->interest);
+        put(&installments, interest_text.data, interest_text.length);
         PUT(&installments, ",\"balance_after\":");
         put_figure(&installments, balance);
         PUT(&installments, ",\"status\":\"");
@@ -424,21 +434,19 @@ static PyObject *paid(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             put(&installments, late, late_length);
         }
         PUT(&installments, "\",\"paid_on\":\"");
-        if (put_ordinal(&installments, payment->ordinal) < 0) {
-            goto fail;
-        }
+        put(&installments, date, 10);
         PUT(&installments, "\"}");
 
         PUT(&payments, "{\"payment_id\":");
         put_number(&payments, payment->payment_id);
         PUT(&payments, ",\"paid_on\":\"");
-        put_ordinal(&payments, payment->ordinal); /* checked above */
+        put(&payments, date, 10);
         PUT(&payments, "\",\"amount\":");
-        put_figure(&payments, amount);
+        put(&payments, amount_text.data, amount_text.length);
         PUT(&payments, ",\"interest\":");
-        put_figure(&payments, payment->interest);
+        put(&payments, interest_text.data, interest_text.length);
         PUT(&payments, ",\"principal\":");
-        put_figure(&payments, payment->principal);
+        put(&payments, principal_text.data, principal_text.length);
         PUT(&payments, ",\"installment_number\":");
         put_number(&payments, number);
         if (payment->on_time) {

@@ -5,8 +5,9 @@ serialised). Here app.servicing.rows writes the installments (in C where it was 
 unpaid ones stepped and written in one pass, the paid ones and the payments from the payments as the
 query packs them. The document is exactly what StatementOut describes; tests/servicing check every
 statement against it. Its head is written here too: through StatementHead (built, validated, dumped) it
-cost 9 µs of the 30 the Python around the rows took. Figures are JSON numbers with two decimals (10200.66, 300.00). The document
-is 60-120 KiB: app.malloc keeps the API's processes from faulting its buffers' pages in on every request.
+cost 9 µs of the 30 the Python around the rows took. Figures are JSON numbers with two decimals
+(10200.66, 300.00). The document is 60-120 KiB: app.malloc keeps the API's processes from faulting its
+buffers' pages in on every request.
 """
 
 from __future__ import annotations

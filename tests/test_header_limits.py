@@ -146,3 +146,16 @@ def test_keep_alive_requests_after_a_large_body_are_not_mistaken_for_a_large_hea
         second_status, _, second_body = read_response(stream)
     assert first_status == 422, first_body[:300]
     assert second_status == 200, second_body
+
+
+def test_pipelined_requests_get_whole_responses_in_order(server: tuple[int, int]) -> None:
+    """Every write goes through app.http_protocol.CoalescingTransport, which holds a response's head for
+    its body: three requests sent at once (a 404, a 200, a 404) come back whole, in order."""
+    port, _ = server
+    heads = request(target=b"/api/view-loan/999999999") + request() + request(target=b"/api/view-loan/0")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, sock.makefile("rb") as stream:
+        sock.sendall(heads)
+        responses = [read_response(stream) for _ in range(3)]
+    assert [status for status, _, _ in responses] == [404, 200, 422], responses
+    bodies = [json.loads(body) for _, _, body in responses]
+    assert (bodies[0]["status"], bodies[1]["status"], bodies[2]["status"]) == (404, "ok", 422), bodies

@@ -6,9 +6,12 @@ import asyncio
 import datetime as dt
 import importlib.util
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,42 +31,54 @@ async def test_the_migrated_schema_matches_the_models(engine: AsyncEngine) -> No
         assert await conn.run_sync(diff) == []
 
 
-async def test_0004_gives_loans_already_stored_their_servicing_state() -> None:
-    """A database loaded at 0003 (an imported history, a loan created through the API, a loan whose EMIs
-    were all paid, and enough loans for several batches) upgrades in place to the servicing schema."""
+# The customer the populated databases below hang their loans on.
+ONE_CUSTOMER = """
+INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary, approved_limit)
+VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
+"""
+
+
+@asynccontextmanager
+async def database_at(revision: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A new database migrated to `revision`, and a connection to it; both gone afterwards."""
     name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
     url = await create_database(name)
     try:
-        await asyncio.to_thread(run_migrations, url, "0003")
+        await asyncio.to_thread(run_migrations, url, revision)
         connection = await connect(url)
         try:
-            await connection.execute(
-                """
-                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
-                                       approved_limit)
-                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
-                INSERT INTO loans (loan_id, customer_id, source_loan_id, loan_amount, tenure, interest_rate,
-                                   monthly_installment, emis_paid_on_time, start_date, end_date)
-                SELECT g, 1, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, 10000 + g, 6 + g % 60, g % 20,
-                       500 + g % 700, (6 + g % 60) * (g % 4) / 3, date '2020-01-31' + g % 2000,
-                       date '2030-01-01'
-                FROM generate_series(1, 25000) AS g;
-                """
-            )
-            before = await connection.fetch("SELECT * FROM loans ORDER BY loan_id")
-            await asyncio.to_thread(run_migrations, url)
-            after = {row["loan_id"]: row for row in await connection.fetch("SELECT * FROM loans")}
-            payments = await connection.fetchval("SELECT count(*) FROM payments")
-            checks = {
-                row["conname"]
-                for row in await connection.fetch(
-                    "SELECT conname FROM pg_constraint WHERE conrelid = 'loans'::regclass AND contype = 'c'"
-                )
-            }
+            yield url, connection
         finally:
             await connection.close()
     finally:
         await drop_database(name)
+
+
+async def test_0004_gives_loans_already_stored_their_servicing_state() -> None:
+    """A database loaded at 0003 (an imported history, a loan created through the API, a loan whose EMIs
+    were all paid, and enough loans for several batches) upgrades in place to the servicing schema."""
+    async with database_at("0003") as (url, connection):
+        await connection.execute(
+            ONE_CUSTOMER
+            + """
+            INSERT INTO loans (loan_id, customer_id, source_loan_id, loan_amount, tenure, interest_rate,
+                               monthly_installment, emis_paid_on_time, start_date, end_date)
+            SELECT g, 1, CASE WHEN g % 3 = 0 THEN NULL ELSE g END, 10000 + g, 6 + g % 60, g % 20,
+                   500 + g % 700, (6 + g % 60) * (g % 4) / 3, date '2020-01-31' + g % 2000,
+                   date '2030-01-01'
+            FROM generate_series(1, 25000) AS g;
+            """
+        )
+        before = await connection.fetch("SELECT * FROM loans ORDER BY loan_id")
+        await asyncio.to_thread(run_migrations, url)
+        after = {row["loan_id"]: row for row in await connection.fetch("SELECT * FROM loans")}
+        payments = await connection.fetchval("SELECT count(*) FROM payments")
+        checks = {
+            row["conname"]
+            for row in await connection.fetch(
+                "SELECT conname FROM pg_constraint WHERE conrelid = 'loans'::regclass AND contype = 'c'"
+            )
+        }
 
     assert len(after) == len(before) == 25_000 and payments == 0
     fully_paid = 0
@@ -99,50 +114,39 @@ async def test_0004_gives_loans_already_stored_their_servicing_state() -> None:
 
 
 async def test_0005_upgrades_a_populated_database_and_its_decisions_are_append_only() -> None:
-    name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
-    url = await create_database(name)
-    try:
-        await asyncio.to_thread(run_migrations, url, "0004")
-        connection = await connect(url)
-        try:
-            await connection.execute(
-                """
-                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
-                                       approved_limit)
-                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
-                INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
-                                   monthly_installment, start_date, end_date, outstanding_principal,
-                                   repayments_left)
-                VALUES (1, 1, 1000, 12, 10, 88, '2026-01-01', '2027-01-01', 1000, 12);
-                """
-            )
-            await asyncio.to_thread(run_migrations, url)
-            await connection.execute(
-                """
-                INSERT INTO credit_policies (version, policy_values) VALUES ('abcdef012345', '{}');
-                INSERT INTO credit_decisions (customer_id, loan_amount, interest_rate, tenure, approved_limit,
-                    monthly_salary, current_debt, current_emis, emis_due, emis_paid_due, closed_loans,
-                    loans_this_year, credit_score, payment_history, utilisation, track_record,
-                    recent_activity, approved, reasons, policy_version, loan_id)
-                VALUES (1, 1000, 10, 12, 1800000, 50000, 0, 0, 0, 0, 0, 0, 85, 35, 30, 0, 20, true,
-                        '{within_policy}', 'abcdef012345', 1);
-                """
-            )
-            refusals = []
-            for statement in (
-                "UPDATE credit_decisions SET credit_score = 99",
-                "DELETE FROM credit_decisions",
-            ):
-                try:
-                    await connection.execute(statement)
-                except Exception as exc:  # asyncpg's InsufficientPrivilegeError
-                    refusals.append(str(exc))
-            kept = await connection.fetchval("SELECT count(*) FROM credit_decisions WHERE credit_score = 85")
-            loans = await connection.fetchval("SELECT count(*) FROM loans")
-        finally:
-            await connection.close()
-    finally:
-        await drop_database(name)
+    async with database_at("0004") as (url, connection):
+        await connection.execute(
+            ONE_CUSTOMER
+            + """
+            INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
+                               monthly_installment, start_date, end_date, outstanding_principal,
+                               repayments_left)
+            VALUES (1, 1, 1000, 12, 10, 88, '2026-01-01', '2027-01-01', 1000, 12);
+            """
+        )
+        await asyncio.to_thread(run_migrations, url)
+        await connection.execute(
+            """
+            INSERT INTO credit_policies (version, policy_values) VALUES ('abcdef012345', '{}');
+            INSERT INTO credit_decisions (customer_id, loan_amount, interest_rate, tenure, approved_limit,
+                monthly_salary, current_debt, current_emis, emis_due, emis_paid_due, closed_loans,
+                loans_this_year, credit_score, payment_history, utilisation, track_record,
+                recent_activity, approved, reasons, policy_version, loan_id)
+            VALUES (1, 1000, 10, 12, 1800000, 50000, 0, 0, 0, 0, 0, 0, 85, 35, 30, 0, 20, true,
+                    '{within_policy}', 'abcdef012345', 1);
+            """
+        )
+        refusals = []
+        for statement in (
+            "UPDATE credit_decisions SET credit_score = 99",
+            "DELETE FROM credit_decisions",
+        ):
+            try:
+                await connection.execute(statement)
+            except Exception as exc:  # asyncpg's InsufficientPrivilegeError
+                refusals.append(str(exc))
+        kept = await connection.fetchval("SELECT count(*) FROM credit_decisions WHERE credit_score = 85")
+        loans = await connection.fetchval("SELECT count(*) FROM loans")
     assert len(refusals) == 2 and all("append-only" in refusal for refusal in refusals)
     assert (kept, loans) == (1, 1)
 
@@ -151,46 +155,35 @@ async def test_0006_packs_the_payments_already_stored_and_every_new_one() -> Non
     """A database with payments at 0005 upgrades in place: each payment's `packed` is what
     app.servicing.rows.PAYMENT reads back as the row's own figures, a payment inserted afterwards gets it
     too, the unique index includes it, and the downgrade gives back 0005's index."""
-    name = f"credit_upgrade_{uuid.uuid4().hex[:12]}"
-    url = await create_database(name)
     index = "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_payments_loan_id_installment_number'"
     columns = "payment_id, installment_number, paid_on, interest, principal, on_time"
-    try:
-        await asyncio.to_thread(run_migrations, url, "0005")
-        connection = await connect(url)
-        try:
-            await connection.execute(
-                """
-                INSERT INTO customers (customer_id, first_name, last_name, phone_number, monthly_salary,
-                                       approved_limit)
-                VALUES (1, 'A', 'B', 9000000001, 50000, 1800000);
-                INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
-                                   monthly_installment, start_date, end_date, outstanding_principal,
-                                   repayments_left)
-                SELECT g, 1, 900000, 360, 9.5, 7567.70, '2026-01-31', '2056-01-31', 900000, 360
-                FROM generate_series(1, 30) AS g;
-                INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,
-                                      on_time)
-                SELECT l, k, date '2026-02-27' + 30 * k, 7567.70, 7125.00 - k / 100.0, 442.70 + k / 100.0,
-                       k % 3 > 0
-                FROM generate_series(1, 30) AS l, generate_series(1, 24) AS k;
-                """
-            )
-            index_before = await connection.fetchval(index)
-            await asyncio.to_thread(run_migrations, url)
-            await connection.execute(
-                "INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,"
-                " on_time) VALUES (1, 25, '2099-12-31', 100000.01, 99999.99, 0.02, false)"
-            )
-            stored = await connection.fetch(f"SELECT {columns}, packed FROM payments ORDER BY payment_id")
-            index_after = await connection.fetchval(index)
-            await asyncio.to_thread(downgrade_to, url, "0005")
-            downgraded = await connection.fetchval(index)
-            count = await connection.fetchval("SELECT count(*) FROM payments")
-        finally:
-            await connection.close()
-    finally:
-        await drop_database(name)
+    async with database_at("0005") as (url, connection):
+        await connection.execute(
+            ONE_CUSTOMER
+            + """
+            INSERT INTO loans (loan_id, customer_id, loan_amount, tenure, interest_rate,
+                               monthly_installment, start_date, end_date, outstanding_principal,
+                               repayments_left)
+            SELECT g, 1, 900000, 360, 9.5, 7567.70, '2026-01-31', '2056-01-31', 900000, 360
+            FROM generate_series(1, 30) AS g;
+            INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,
+                                  on_time)
+            SELECT l, k, date '2026-02-27' + 30 * k, 7567.70, 7125.00 - k / 100.0, 442.70 + k / 100.0,
+                   k % 3 > 0
+            FROM generate_series(1, 30) AS l, generate_series(1, 24) AS k;
+            """
+        )
+        index_before = await connection.fetchval(index)
+        await asyncio.to_thread(run_migrations, url)
+        await connection.execute(
+            "INSERT INTO payments (loan_id, installment_number, paid_on, amount, interest, principal,"
+            " on_time) VALUES (1, 25, '2099-12-31', 100000.01, 99999.99, 0.02, false)"
+        )
+        stored = await connection.fetch(f"SELECT {columns}, packed FROM payments ORDER BY payment_id")
+        index_after = await connection.fetchval(index)
+        await asyncio.to_thread(downgrade_to, url, "0005")
+        downgraded = await connection.fetchval(index)
+        count = await connection.fetchval("SELECT count(*) FROM payments")
 
     assert len(stored) == 30 * 24 + 1
     for row in stored:

@@ -104,8 +104,8 @@ async def record_payment(
 # 0006) concatenated, read from their index alone; NULL when there are none. Not sorted:
 # app.servicing.rows places each by its installment number, which also checks each was paid once.
 # Why: as a row per payment (the loan's row first, then sorted), a statement of 180 payments cost asyncpg
-# about 1 µs a payment to decode, and PostgreSQL a sort and 0.5 µs a payment more than this; packed here
-# rather than stored, 0.5 µs a payment (bench/PROFILING.md, "Eighth look").
+# about 1 µs a payment to decode, and PostgreSQL a sort and 0.5-0.8 µs a payment more than this; packed in
+# the query rather than stored, 0.3-0.5 µs a payment more (bench/PROFILING.md, "Eighth look").
 _STATEMENT = Statement.compile(
     text(f"""
 SELECT {_SERVICING_COLUMNS}, p.payments

@@ -9,7 +9,7 @@ Create Date: 2026-12-04 09:00:00
 the layout app.servicing.rows.PAYMENT reads). PostgreSQL computes it from the row (GENERATED ALWAYS ...
 STORED): nothing writes it, and it always says what the row says. view-statement concatenates a loan's
 `packed` values in one aggregate instead of building them per read: at 180 payments a loan that took
-PostgreSQL about 100 µs of CPU per statement (bench/PROFILING.md, "Eighth look").
+PostgreSQL 150-195 µs of CPU per statement, against 85-107 stored (bench/PROFILING.md, "Eighth look").
 
 The unique index on (loan_id, installment_number) now includes `packed` in place of the five columns it
 included for the statement, so the statement still reads payments from the index alone.

@@ -1,6 +1,6 @@
 """A loan's statement: its whole schedule as paid and as projected, and where it stands today.
 
-Pure: the caller passes the stored loan, its payments and `today`. The rules (issue #11):
+Pure: the caller passes the stored loan, how many API payments it has and `today`. The rules (issue #11):
 
 - An installment is overdue when it is unpaid and its due date is before today (due today is not yet).
 - days_past_due = today - the due date of the oldest overdue installment (0 when none); the class follows
@@ -107,14 +107,14 @@ class Statement:
     payoff_amount: Decimal
 
 
-def statement(state: LoanState, payments: int, today: dt.date) -> Statement:
-    """`state` is the loan as stored (after every payment); `payments` how many it had through the API.
+def statement(state: LoanState, api_payments: int, today: dt.date) -> Statement:
+    """`state` is the loan as stored (after every payment); `api_payments` how many it had through the API.
     They settled its last installments paid; the renderer writes them from the payments themselves, the
     balance after each being what is owed now plus the principal of the ones after it."""
     rate = rate_ratio(state.annual_rate)
     tenure = state.tenure
     due_dates = all_due_date_texts(state.start_date, tenure)
-    settled_before = state.installments_paid - payments  # imported: the first ones, dates unknown
+    settled_before = state.installments_paid - api_payments  # imported: the first ones, dates unknown
     settled = None
     if settled_before:
         formula_emi = cents(installment(state.loan_amount, state.annual_rate, tenure))
